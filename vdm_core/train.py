@@ -1,0 +1,310 @@
+"""Train the video diffusion U-Net: `vdm-train --out-dir ~/.cache/vdm/run --steps 20000`.
+
+Recipe: AdamW with linear warmup, EMA of the weights, conditioning dropout for classifier-free
+guidance, joint video-image training (independent image frames appended after each clip, sec. 3),
+bf16 autocast on CPU, gradient clipping. Checkpoints are written atomically (temp file + rename)
+at least every `ckpt_minutes` and on SIGTERM/SIGINT; rerunning the same command resumes exactly
+(model, optimizer, EMA, RNG states and data-stream position). `torchrun --nproc_per_node=N` runs
+data-parallel (DDP; NCCL on GPU, gloo on CPU).
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+import signal
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from .diffusion import WEIGHTINGS, diffusion_loss, model_denoiser
+from .unet3d import UNet3D, UNetConfig
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Training hyperparameters (the defaults are the recipe of the shipped model)."""
+
+    out_dir: str = "~/.cache/vdm/run"
+    steps: int = 20000
+    batch_size: int = 8
+    lr: float = 3e-4
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    cond_drop: float = 0.1
+    num_frames: int = 16
+    image_frames: int = 4
+    weighting: str = "min_snr"
+    grad_clip: float = 1.0
+    bf16: bool = True
+    seed: int = 0
+    data: str = "world"
+    frame_skip: int = 1
+    ckpt_minutes: float = 10.0
+    ckpt_every: int = 0
+    sample_every: int = 1000
+    log_every: int = 10
+    export_dir: str = ""
+    threads: int = 0
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to `lr` over `warmup_steps`, then constant (the paper uses a constant rate)."""
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    """ema <- d ema + (1 - d) model, with d warmed up as (1 + step) / (10 + step) early on."""
+    d = min(decay, (1 + step) / (10 + step))
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1.0 - d)
+
+
+def make_stream(cfg: TrainConfig, image_size: int, rank: int):
+    """The procedural world (default) or a folder of the user's own videos."""
+    if cfg.data == "world":
+        from .data import WorldStream
+
+        return WorldStream(seed=cfg.seed * 1000 + rank, batch_size=cfg.batch_size,
+                           num_frames=cfg.num_frames, image_frames=cfg.image_frames,
+                           size=image_size)
+    if cfg.image_frames:
+        raise ValueError("--image-frames needs the procedural world; use --image-frames 0 with "
+                         "a video folder")
+    from .video_folder import VideoFolderStream
+
+    return VideoFolderStream(cfg.data, batch_size=cfg.batch_size, num_frames=cfg.num_frames,
+                             size=image_size, frame_skip=cfg.frame_skip,
+                             seed=cfg.seed * 1000 + rank)
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temp file, then rename: a kill never leaves a half-written checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_sample_grid(ema: UNet3D, path: Path, step: int) -> None:
+    """Sample four held-out captions with the EMA model (w = 2) and save them as one PNG."""
+    from PIL import Image
+
+    from .data import EVAL_SEEDS, world_clip
+    from .guidance import cfg_denoiser
+    from .samplers import sample_ancestral
+    from .text import get_text_encoder
+    from .video_io import frame_strip, tensor_to_frames
+
+    cfg = ema.config
+    captions = [world_clip(s, num_frames=1, size=cfg.image_size).caption for s in EVAL_SEEDS[:4]]
+    states, mask = get_text_encoder().encode(captions)
+    generator = torch.Generator().manual_seed(step)
+    z = torch.randn(4, cfg.channels, cfg.num_frames, cfg.image_size, cfg.image_size,
+                    generator=generator)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        x = sample_ancestral(cfg_denoiser(model_denoiser(ema, states, mask), 2.0), z, 32,
+                             generator=generator)
+    rows = [frame_strip(tensor_to_frames(v), scale=2) for v in x.float()]
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+
+
+def load_checkpoint(path: Path, model, ema, opt, stream, generator) -> dict:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(ckpt["model"])
+    ema.load_state_dict(ckpt["ema"])
+    opt.load_state_dict(ckpt["opt"])
+    stream.load_state_dict(ckpt["stream"])
+    generator.set_state(ckpt["generator"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    return ckpt
+
+
+def truncate_log(log_path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+    if not log_path.exists():
+        return
+    lines = [ln for ln in log_path.read_text().splitlines() if ln.strip()]
+    kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
+    log_path.write_text("".join(ln + "\n" for ln in kept))
+
+
+def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
+    """Run (or resume) training; returns the trained (non-EMA) model."""
+    if cfg.weighting not in WEIGHTINGS:
+        raise ValueError(f"--weighting must be one of {WEIGHTINGS}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    device = torch.device("cpu")
+    if distributed:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        rank = dist.get_rank()
+        if backend == "nccl":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda")
+    out = Path(cfg.out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out / CHECKPOINT_NAME, out / LOG_NAME
+
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    stream = make_stream(cfg, model_cfg.image_size, rank)
+    step, wall = 0, 0.0
+    if ckpt_path.exists():
+        model_cfg = UNetConfig.from_dict(
+            torch.load(ckpt_path, map_location="cpu", weights_only=False)["model_config"])
+    model = UNet3D(model_cfg).to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
+                            weight_decay=cfg.weight_decay)
+    if ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, model, ema, opt, stream, generator)
+        step, wall = ckpt["step"], ckpt["wall_time"]
+        if rank == 0:
+            truncate_log(log_path, step)
+            print(f"resumed from {ckpt_path} at step {step}", flush=True)
+    net = DistributedDataParallel(model) if distributed else model
+
+    from .text import get_text_encoder
+
+    encoder = get_text_encoder()
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def checkpoint():
+        if rank != 0:
+            return
+        atomic_save({"model": model.state_dict(), "ema": ema.state_dict(),
+                     "opt": opt.state_dict(), "stream": stream.state_dict(),
+                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                     "step": step, "wall_time": wall, "train_config": asdict(cfg),
+                     "model_config": json.loads(model_cfg.to_json())}, ckpt_path)
+        if cfg.export_dir:
+            ema.save_pretrained(cfg.export_dir, dtype=torch.float16)
+            state = {"step": step, "wall_time_s": round(wall), "train_config": asdict(cfg)}
+            Path(cfg.export_dir, "training_state.json").write_text(json.dumps(state, indent=2))
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, desc="train",
+               mininterval=1.0 if os.isatty(2) else 60.0)
+    last_ckpt, loss_sum, loss_n = time.time(), 0.0, 0
+    try:
+        while step < cfg.steps and stop["signal"] is None:
+            t0 = time.time()
+            batch = next(stream)
+            x = batch.video.to(device)  # (B, C, T + N, H, W)
+            states, mask = encoder.encode(batch.captions)
+            drop = torch.rand(x.shape[0], generator=generator) < cfg.cond_drop
+            mask = mask & ~drop[:, None]
+            n_video = torch.full((x.shape[0],), batch.num_video_frames, dtype=torch.long)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = diffusion_loss(net, x, states.to(device), mask.to(device),
+                                      n_video.to(device), cfg.weighting, generator,
+                                      model_cfg.parameterization).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            ema_update(ema, model, step, cfg.ema_decay)
+            step += 1
+            wall += time.time() - t0
+            loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+            bar.update(1)
+            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+                record = {"step": step, "loss": loss_sum / loss_n, "grad_norm": float(grad_norm),
+                          "lr": lr_at(step - 1, cfg), "wall_time_s": round(wall, 1)}
+                with log_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                loss_sum, loss_n = 0.0, 0
+            due_time = time.time() - last_ckpt >= cfg.ckpt_minutes * 60
+            due_step = cfg.ckpt_every and step % cfg.ckpt_every == 0
+            if due_time or due_step or step == cfg.steps:
+                checkpoint()
+                last_ckpt = time.time()
+            if rank == 0 and cfg.sample_every and step % cfg.sample_every == 0:
+                try:
+                    save_sample_grid(ema, out / f"samples_{step:07d}.png", step)
+                except Exception as err:  # a preview must never end a training run
+                    warnings.warn(f"sample grid at step {step} failed: {err!r}", stacklevel=1)
+        if stop["signal"] is not None:
+            checkpoint()
+            if rank == 0:
+                print(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved",
+                      flush=True)
+    finally:
+        bar.close()
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    if distributed:
+        dist.barrier()
+    return model
+
+
+def parse_args(argv=None) -> tuple[TrainConfig, UNetConfig]:
+    parser = argparse.ArgumentParser(prog="vdm-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool or f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type), f.type)
+            parser.add_argument(flag, type=kind, default=f.default)
+    model_defaults = UNetConfig()
+    parser.add_argument("--base-channels", type=int, default=model_defaults.base_channels)
+    parser.add_argument("--channel-mults", default=",".join(map(str, model_defaults.channel_mults)))
+    parser.add_argument("--num-res-blocks", type=int, default=model_defaults.num_res_blocks)
+    parser.add_argument("--attn-resolutions",
+                        default=",".join(map(str, model_defaults.attn_resolutions)))
+    parser.add_argument("--head-dim", type=int, default=model_defaults.head_dim)
+    parser.add_argument("--dropout", type=float, default=model_defaults.dropout)
+    parser.add_argument("--image-size", type=int, default=model_defaults.image_size)
+    parser.add_argument("--parameterization", choices=("eps", "v"),
+                        default=model_defaults.parameterization)
+    args = vars(parser.parse_args(argv))
+
+    def ints(s: str) -> tuple[int, ...]:
+        return tuple(int(v) for v in s.split(",") if v.strip())
+
+    model_cfg = UNetConfig(
+        base_channels=args.pop("base_channels"), channel_mults=ints(args.pop("channel_mults")),
+        num_res_blocks=args.pop("num_res_blocks"),
+        attn_resolutions=ints(args.pop("attn_resolutions")), head_dim=args.pop("head_dim"),
+        dropout=args.pop("dropout"), image_size=args.pop("image_size"),
+        parameterization=args.pop("parameterization"))
+    model_cfg.num_frames = args["num_frames"]
+    return TrainConfig(**args), model_cfg
+
+
+def main(argv=None) -> None:
+    cfg, model_cfg = parse_args(argv)
+    if not math.isfinite(cfg.lr) or cfg.lr <= 0:
+        raise SystemExit("--lr must be a positive number")
+    train(cfg, model_cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,369 @@
+"""The factorized space-time 3D U-Net of Video Diffusion Models (paper sec. 3, Fig. 1).
+
+Every convolution is space-only (1x3x3); each spatial attention block (attention over H x W,
+frames as batch) is followed by a temporal attention block (attention over frames, pixels as
+batch) with a relative position bias. The log-SNR and the attention-pooled text vector form one conditioning
+embedding that is added into every residual block. Frames after `num_video_frames` are independent
+images (joint video-image training): in temporal attention each attends only to itself.
+"""
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class UNetConfig:
+    """Hyperparameters of the U-Net (defaults: the model we train and ship, 3.3M parameters)."""
+
+    channels: int = 3
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 4)
+    num_res_blocks: int = 1
+    attn_resolutions: tuple[int, ...] = (16, 8)
+    head_dim: int = 32
+    emb_mlp_layers: int = 2
+    dropout: float = 0.0
+    text_dim: int = 384
+    text_heads: int = 4
+    rel_pos_buckets: int = 32
+    rel_pos_max_distance: int = 64
+    image_size: int = 32
+    num_frames: int = 16
+    parameterization: str = "v"
+
+    @property
+    def emb_dim(self) -> int:
+        return 4 * self.base_channels
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UNetConfig":
+        d = dict(d)
+        for key in ("channel_mults", "attn_resolutions"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+def num_groups(channels: int) -> int:
+    """GroupNorm groups: 32 as in the image U-Net when channels allow, else channels // 4."""
+    return min(32, channels // 4)
+
+
+class FrameGroupNorm(nn.GroupNorm):
+    """GroupNorm with statistics per frame, so that normalisation never mixes frames.
+
+    A plain GroupNorm on (B, C, T, H, W) would pool statistics over time and leak information
+    between the independent image frames of joint video-image training.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # (B T, C, H, W)
+        y = F.group_norm(frames, self.num_groups, self.weight, self.bias, self.eps)
+        return y.view(b, t, c, h, w).transpose(1, 2)
+
+
+def space_conv(c_in: int, c_out: int, stride: int = 1) -> nn.Conv3d:
+    """A space-only 1x3x3 convolution: no mixing across frames (sec. 3)."""
+    return nn.Conv3d(c_in, c_out, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1))
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def logsnr_features(logsnr: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of logsnr after the map logsnr -> arctan(exp(-logsnr / 2)) / (pi / 2).
+
+    The map sends logsnr in [-20, 20] to [0, 1] (it is t on the cosine schedule), so the
+    sinusoids are spread evenly over the schedule.  # (B,) -> (B, dim)
+    """
+    u = torch.atan(torch.exp(-0.5 * logsnr.float())) / (0.5 * math.pi) * 1000.0
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=logsnr.device) / half)
+    angles = u[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def relative_position_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int):
+    """Bucket a signed frame distance j - i (T5 style): exact when small, log-spaced beyond.
+
+    Half of the buckets are for each sign; within a half, distances below a quarter of the buckets
+    get their own bucket, larger ones share log-spaced buckets up to `max_distance`, so a model
+    trained on 16 frames still sees familiar buckets on 64 frames.
+    """
+    half = num_buckets // 2
+    exact = half // 2
+    sign_offset = (distance > 0).long() * half
+    d = distance.abs()
+    log_bucket = exact + (
+        torch.log(d.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (half - exact)
+    ).long()
+    bucket = torch.where(d < exact, d, log_bucket.clamp(max=half - 1))
+    return sign_offset + bucket
+
+
+def temporal_attention_mask(num_frames: int, num_video_frames: torch.Tensor | None, device):
+    """Allowed key frames for each query frame in temporal attention.  # (B, T, T) bool or None
+
+    Frames [0, n) of a sample are one video and attend to each other; each frame >= n is an
+    independent image and attends only to itself ("fixing the attention matrix", sec. 3).
+    """
+    if num_video_frames is None:
+        return None
+    idx = torch.arange(num_frames, device=device)
+    n = num_video_frames.to(device).view(-1, 1, 1)
+    in_video = (idx[None, :, None] < n) & (idx[None, None, :] < n)
+    return in_video | (idx[:, None] == idx[None, :])[None]
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, conditioning embedding added in between (Wide ResNet block)."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.norm1 = FrameGroupNorm(num_groups(c_in), c_in)
+        self.conv1 = space_conv(c_in, c_out)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.norm2 = FrameGroupNorm(num_groups(c_out), c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_init(space_conv(c_out, c_out))
+        self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, C, T, H, W)
+        h = h + self.emb(F.silu(emb))[:, :, None, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class SpatialAttention(nn.Module):
+    """Self-attention over the H x W positions of each frame (frames treated as batch)."""
+
+    def __init__(self, channels: int, head_dim: int):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = FrameGroupNorm(num_groups(channels), channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = zero_init(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        y = self.norm(x).permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)  # (BT, HW, C)
+        q, k, v = self.qkv(y).view(b * t, h * w, 3, self.heads, c // self.heads).unbind(2)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        y = self.out(y.transpose(1, 2).reshape(b * t, h * w, c))
+        return x + y.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention over frames at each pixel, with a learned relative position bias per head.
+
+    The bias is T5-style (one learned scalar per head and bucketed distance j - i) rather than
+    Shaw's key/value embeddings: it depends only on relative distance, so it carries no absolute
+    notion of time (the paper's reason for relative positions), it extends to 64 frames through
+    the log-spaced buckets, and as an additive mask it runs inside PyTorch's fused attention.
+    """
+
+    def __init__(self, channels: int, head_dim: int, num_buckets: int, max_distance: int):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.num_buckets, self.max_distance = num_buckets, max_distance
+        self.norm = FrameGroupNorm(num_groups(channels), channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.rel_bias = nn.Embedding(num_buckets, self.heads)
+        nn.init.zeros_(self.rel_bias.weight)
+        self.out = zero_init(nn.Linear(channels, channels))
+
+    def bias(self, t: int, allowed: torch.Tensor | None, device, dtype) -> torch.Tensor:
+        """Additive attention bias.  # (B or 1, 1, heads, T, T)"""
+        pos = torch.arange(t, device=device)
+        buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets,
+                                           self.max_distance)
+        bias = self.rel_bias(buckets).permute(2, 0, 1)[None, None].to(dtype)  # (1, 1, h, T, T)
+        if allowed is not None:
+            blocked = torch.zeros(allowed.shape, device=device, dtype=dtype)
+            blocked = blocked.masked_fill(~allowed, float("-inf"))
+            bias = bias + blocked[:, None, None]
+        return bias
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        y = self.norm(x).permute(0, 3, 4, 2, 1).reshape(b, h * w, t, c)  # (B, HW, T, C)
+        qkv = self.qkv(y).view(b, h * w, t, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, HW, heads, T, d)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias(t, allowed, x.device,
+                                                                          q.dtype))
+        y = self.out(y.permute(0, 1, 3, 2, 4).reshape(b, h * w, t, c))
+        return x + y.view(b, h, w, t, c).permute(0, 4, 3, 1, 2)
+
+
+class AttentionBlock(nn.Module):
+    """Spatial attention followed by temporal attention (one 'attention' site of the U-Net)."""
+
+    def __init__(self, channels: int, cfg: UNetConfig):
+        super().__init__()
+        self.spatial = SpatialAttention(channels, cfg.head_dim)
+        self.temporal = TemporalAttention(channels, cfg.head_dim, cfg.rel_pos_buckets,
+                                          cfg.rel_pos_max_distance)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        return self.temporal(self.spatial(x), allowed)
+
+
+class TextPooling(nn.Module):
+    """Multi-head attention pooling of text token states into one conditioning vector.
+
+    A learned query per head attends over the masked tokens (the paper's "attention pooling" of
+    the text encoder's embeddings). Rows whose mask is all False (no text, or dropped for
+    classifier-free guidance) get the learned null embedding instead.
+    """
+
+    def __init__(self, text_dim: int, heads: int, emb_dim: int):
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Parameter(torch.randn(heads, text_dim // heads) * 0.02)
+        self.kv = nn.Linear(text_dim, 2 * text_dim)
+        self.out = nn.Linear(text_dim, emb_dim)
+        self.null = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, d = states.shape
+        k, v = self.kv(states).view(b, n, 2, self.heads, d // self.heads).unbind(2)  # (B, L, h, dh)
+        scores = torch.einsum("blhd,hd->bhl", k, self.query) / math.sqrt(d // self.heads)
+        scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+        has_text = mask.any(dim=1)  # (B,)
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        pooled = torch.einsum("bhl,blhd->bhd", weights, v).reshape(b, d)
+        return torch.where(has_text[:, None], self.out(pooled), self.null.to(pooled.dtype))
+
+
+class UNet3D(nn.Module):
+    """x_hat / eps / v predictor for videos (B, C, T, H, W), conditioned on logsnr and text."""
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.config = cfg
+        ch, emb = cfg.base_channels, cfg.emb_dim
+        layers = [nn.Linear(ch, emb)]
+        for _ in range(cfg.emb_mlp_layers - 1):
+            layers += [nn.SiLU(), nn.Linear(emb, emb)]
+        self.logsnr_mlp = nn.Sequential(*layers)
+        self.text_pool = TextPooling(cfg.text_dim, cfg.text_heads, emb)
+        self.conv_in = space_conv(cfg.channels, ch)
+
+        self.down = nn.ModuleList()
+        skips, res = [ch], cfg.image_size
+        for level, mult in enumerate(cfg.channel_mults):
+            for _ in range(cfg.num_res_blocks):
+                self.down.append(self._stage(ch, mult * cfg.base_channels, res))
+                ch = mult * cfg.base_channels
+                skips.append(ch)
+            if level < len(cfg.channel_mults) - 1:
+                self.down.append(space_conv(ch, ch, stride=2))
+                skips.append(ch)
+                res //= 2
+
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb, cfg.dropout), AttentionBlock(ch, cfg),
+                                  ResBlock(ch, ch, emb, cfg.dropout)])
+
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mults))):
+            for _ in range(cfg.num_res_blocks + 1):
+                self.up.append(self._stage(ch + skips.pop(), mult * cfg.base_channels, res))
+                ch = mult * cfg.base_channels
+            if level > 0:
+                self.up.append(nn.Sequential(nn.Upsample(scale_factor=(1, 2, 2), mode="nearest"),
+                                             space_conv(ch, ch)))
+                res *= 2
+
+        self.norm_out = FrameGroupNorm(num_groups(ch), ch)
+        self.conv_out = zero_init(space_conv(ch, cfg.channels))
+
+    def _stage(self, c_in: int, c_out: int, res: int) -> nn.ModuleList:
+        blocks = [ResBlock(c_in, c_out, self.config.emb_dim, self.config.dropout)]
+        if res in self.config.attn_resolutions:
+            blocks.append(AttentionBlock(c_out, self.config))
+        return nn.ModuleList(blocks)
+
+    def embed(self, logsnr: torch.Tensor, text_states, text_mask) -> torch.Tensor:
+        """The conditioning embedding: MLP(logsnr features) + attention-pooled text.  # (B, E)"""
+        emb = self.logsnr_mlp(logsnr_features(logsnr, self.config.base_channels))
+        b = logsnr.shape[0]
+        if text_states is None:
+            text_states = torch.zeros(b, 1, self.config.text_dim, device=logsnr.device)
+            text_mask = torch.zeros(b, 1, dtype=torch.bool, device=logsnr.device)
+        return emb + self.text_pool(text_states.to(emb.dtype), text_mask.bool())
+
+    def forward(self, z: torch.Tensor, logsnr: torch.Tensor, text_states=None, text_mask=None,
+                num_video_frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict eps or v (per `config.parameterization`) for z (B, C, T, H, W) at logsnr (B,).
+
+        text_states (B, L, text_dim) and text_mask (B, L) come from the text encoder; a row with
+        no True in its mask is unconditional. num_video_frames (B,) marks frames >= n as
+        independent images; a value of 0 makes every frame an image (no temporal mixing).
+        """
+        emb = self.embed(logsnr, text_states, text_mask)
+        allowed = temporal_attention_mask(z.shape[2], num_video_frames, z.device)
+
+        def run(stage, h):
+            if isinstance(stage, nn.ModuleList):
+                h = stage[0](h, emb)
+                for block in stage[1:]:
+                    h = block(h, allowed)
+                return h
+            return stage(h)
+
+        h = self.conv_in(z)
+        hs = [h]
+        for stage in self.down:
+            h = run(stage, h)
+            hs.append(h)
+        h = self.mid[2](self.mid[1](self.mid[0](h, emb), allowed), emb)
+        for stage in self.up:
+            h = run(stage, torch.cat([h, hs.pop()], dim=1)) if isinstance(stage, nn.ModuleList) \
+                else stage(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
+        """Write config.json and model.safetensors (no pickle); dtype=torch.float16 halves size."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: (v.to(dtype) if dtype is not None else v).contiguous()
+                 for k, v in self.state_dict().items()}
+        tmp = directory / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp))
+        tmp.replace(directory / WEIGHTS_NAME)
+        (directory / CONFIG_NAME).write_text(self.config.to_json() + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "UNet3D":
+        """Load a model written by `save_pretrained`, as float32."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory / name} not found: a model folder needs "
+                                        f"{CONFIG_NAME} and {WEIGHTS_NAME}")
+        cfg = UNetConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        model = cls(cfg)
+        state = {k: v.float() for k, v in load_file(str(directory / WEIGHTS_NAME)).items()}
+        model.load_state_dict(state)
+        return model.eval()
