@@ -4,8 +4,9 @@ Recipe: AdamW with linear warmup, EMA of the weights, conditioning dropout for c
 guidance, joint video-image training (independent image frames appended after each clip, sec. 3),
 bf16 autocast on CPU, gradient clipping. Checkpoints are written atomically (temp file + rename)
 at least every `ckpt_minutes` and on SIGTERM/SIGINT; rerunning the same command resumes exactly
-(model, optimizer, EMA, RNG states and data-stream position). `torchrun --nproc_per_node=N` runs
-data-parallel (DDP; NCCL on GPU, gloo on CPU).
+(model, optimizer, EMA, RNG states and data-stream position). On a new machine without the
+checkpoint, `--init-from assets/model` starts from the shipped EMA weights (fresh optimizer).
+`torchrun --nproc_per_node=N` runs data-parallel (DDP; NCCL on GPU, gloo on CPU).
 """
 
 import argparse
@@ -13,6 +14,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import signal
 import time
 import warnings
@@ -57,6 +59,7 @@ class TrainConfig:
     sample_every: int = 1000
     log_every: int = 10
     export_dir: str = ""
+    init_from: str = ""
     threads: int = 0
 
 
@@ -174,6 +177,12 @@ def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
                             weight_decay=cfg.weight_decay)
+    if cfg.init_from and not ckpt_path.exists():
+        init = UNet3D.from_pretrained(cfg.init_from)
+        if init.config != model_cfg:
+            raise ValueError(f"--init-from {cfg.init_from} holds a different model config")
+        model.load_state_dict(init.state_dict())
+        ema.load_state_dict(init.state_dict())
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, model, ema, opt, stream, generator)
         step, wall = ckpt["step"], ckpt["wall_time"]
@@ -204,6 +213,8 @@ def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
             ema.save_pretrained(cfg.export_dir, dtype=torch.float16)
             state = {"step": step, "wall_time_s": round(wall), "train_config": asdict(cfg)}
             Path(cfg.export_dir, "training_state.json").write_text(json.dumps(state, indent=2))
+            if log_path.exists():
+                shutil.copyfile(log_path, Path(cfg.export_dir, "training_log.jsonl"))
 
     bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, desc="train",
                mininterval=1.0 if os.isatty(2) else 60.0)
