@@ -7,6 +7,7 @@ corrects each new latent. `LowPassReplacement` is not in the paper: it is the re
 a low-resolution observation.
 """
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -78,11 +79,13 @@ def bilinear_down(size: tuple[int, int]) -> Down:
     return down
 
 
-def _bilinear_matrix(n_in: int, n_out: int) -> torch.Tensor:
-    """The (n_out, n_in) matrix A of antialiased bilinear resizing along one axis."""
+@functools.lru_cache(maxsize=16)
+def _bilinear_pinv(n_in: int, n_out: int) -> torch.Tensor:
+    """The pseudo-inverse (n_in, n_out) of the matrix A (n_out, n_in) of antialiased bilinear
+    resizing along one axis (A is read off by resizing the basis vectors)."""
     basis = torch.eye(n_in, dtype=torch.float64)[:, None, :, None].repeat(1, 1, 1, 2)
     resized = F.interpolate(basis, size=(n_out, 2), mode="bilinear", antialias=True)
-    return resized[:, 0, :, 0].T
+    return torch.linalg.pinv(resized[:, 0, :, 0].T)
 
 
 def bilinear_up(y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -90,8 +93,8 @@ def bilinear_up(y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
     Bilinear resizing is separable, D(x) = A_h x A_w^T per frame, so U(y) = A_h^+ y (A_w^+)^T.
     """
-    pinv_h = torch.linalg.pinv(_bilinear_matrix(size[0], y.shape[-2])).to(y)  # (H, h)
-    pinv_w = torch.linalg.pinv(_bilinear_matrix(size[1], y.shape[-1])).to(y)  # (W, w)
+    pinv_h = _bilinear_pinv(size[0], y.shape[-2]).to(y)  # (H, h)
+    pinv_w = _bilinear_pinv(size[1], y.shape[-1]).to(y)  # (W, w)
     return torch.einsum("Hh,bcthw,Ww->bctHW", pinv_h, y, pinv_w)
 
 
@@ -217,7 +220,7 @@ class ReconstructionGuidance:
     Eq. 7: x~^b = x_hat^b - (w_r alpha_t / 2) grad_{z^b} ||x^a - x_hat^a(z_t)||^2, plus the
     replacement of z_s^a (the paper's "variant of the replacement method"; x~^a = x^a as in
     `Replacement`). Eq. 8: x~ = x_hat - (w_r alpha_t / 2) grad_z ||x^a - D(x_hat(z_t))||^2 over the
-    whole z, no replacement. w_r = 1 is the approximation q(x^a | z_t) ~ N(x_hat^a, sigma^2/alpha^2).
+    whole z, no replacement. w_r = 1 means q(x^a | z_t) ~ N(x_hat^a, sigma^2 / alpha^2 I).
     For D = f x f average pooling the noise of D(z_t) has variance sigma^2 / f^2, so eq. 8 becomes
     exact in the low-noise limit at w_r = f^2 (and overshoots for w_r > 2 f^2); see docs/oracle.md.
     """

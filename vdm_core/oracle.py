@@ -174,15 +174,15 @@ class GaussianVideo:
 
     def conditional_errors(
         self, known_indices: list[int], x_a: torch.Tensor, x_b: torch.Tensor
-    ) -> tuple[float, float]:
+    ) -> "ConditionalErrors":
         """How far samples x^b (B, C, T-K, H, W) given x^a (B, C, K, H, W) are from p(x^b | x^a).
 
         With this exact (linear) denoiser every sampler and strategy is linear-Gaussian in x^a, so
         e = x^b - E[x^b | x^a] = G (x^a - mu_a) + g + noise. Regressing e on [x^a - mu_a, 1] (rows:
         every sample, channel and pixel, each with its own x^a) separates the two errors:
         mean error = RMS over x^a ~ p and frames of the fitted G (x^a - mu_a) + g, i.e. of the
-        sampler's conditional mean minus the true one; variance error = mean over frames b of
-        |Var[residual] / Var[x^b | x^a] - 1|.
+        sampler's conditional mean minus the true one; variance ratio = Var[residual] /
+        Var[x^b | x^a] per unknown frame.
         """
         mean, cov = self.conditional(known_indices, x_a)
         mu_a = self.mu[:, list(known_indices)]
@@ -192,9 +192,26 @@ class GaussianVideo:
         coef = torch.linalg.lstsq(design, e).solution  # (K + 1, T - K)
         fitted = design @ coef  # (rows, T - K)
         resid_var = (e - fitted).square().sum(0) / (e.shape[0] - design.shape[1])
-        mean_err = fitted.square().mean().sqrt().item()
-        var_err = (resid_var / torch.diagonal(cov) - 1.0).abs().mean().item()
-        return mean_err, var_err
+        return ConditionalErrors(
+            fitted.square().mean().sqrt().item(), resid_var / torch.diagonal(cov)
+        )
+
+
+@dataclass(frozen=True)
+class ConditionalErrors:
+    """Errors of conditional samples (`GaussianVideo.conditional_errors`).
+
+    mean_error: RMS of (sampler's E[x^b | x^a] - analytic E[x^b | x^a]) over x^a ~ p and frames.
+    var_ratio: (T - K,) sampler's Var[x^b | x^a] / analytic Var[x^b | x^a] per unknown frame.
+    """
+
+    mean_error: float
+    var_ratio: torch.Tensor
+
+    @property
+    def var_error(self) -> float:
+        """mean over unknown frames of |var_ratio - 1|."""
+        return (self.var_ratio - 1.0).abs().mean().item()
 
 
 def unknown_indices(num_frames: int, known_indices: list[int]) -> list[int]:

@@ -16,6 +16,7 @@ the eps implied by it). It is off by default because it biases samples of data t
 (e.g. the Gaussian oracle) and the paper does not mention it.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -200,9 +201,8 @@ def _sample_loop(
         if i == num_steps - 1:
             z = x_hat
         else:
-            z = _replace(
-                strategy, step(z, x_hat, logsnr_t, logsnr_s, generator), logsnr_s, generator
-            )
+            z = step(z, x_hat, logsnr_t, logsnr_s, generator)
+            z = _replace(strategy, z, logsnr_s, generator)
             if delta is not None:
                 x_hat_s = _estimate(strategy, denoise, z, logsnr_s, clip_x)
                 z = langevin_step(z, x_hat_s, logsnr_s, generator, delta)
@@ -224,10 +224,7 @@ def sample_ancestral(
     clip_x: bool = False,
 ) -> torch.Tensor:
     """Ancestral sampling from z_1 = z (B, C, T, H, W) with `ancestral_step` (sec. 2)."""
-
-    def step(z_t, x_hat, logsnr_t, logsnr_s, gen):
-        return ancestral_step(z_t, x_hat, logsnr_t, logsnr_s, gen, gamma)
-
+    step = functools.partial(ancestral_step, gamma=gamma)
     return _sample_loop(step, denoise, z, num_steps, generator, callback, strategy, clip_x)
 
 
@@ -266,10 +263,7 @@ def sample_pc(
     replacement; the paper does not say whether it uses the guided eps. The last step has no
     correction, so num_steps steps cost 2 num_steps - 1 denoiser calls.
     """
-
-    def step(z_t, x_hat, logsnr_t, logsnr_s, gen):
-        return ancestral_step(z_t, x_hat, logsnr_t, logsnr_s, gen, gamma)
-
+    step = functools.partial(ancestral_step, gamma=gamma)
     return _sample_loop(step, denoise, z, num_steps, generator, callback, strategy, clip_x, delta)
 
 
