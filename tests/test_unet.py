@@ -14,20 +14,9 @@ TINY = UNetConfig(base_channels=16, channel_mults=(1, 2), attn_resolutions=(8, 4
                   image_size=8, text_heads=2)
 
 
-def randomized(cfg: UNetConfig, seed: int = 0) -> UNet3D:
-    """A model whose zero-initialised layers are made random, so every path carries signal."""
-    torch.manual_seed(seed)
-    model = UNet3D(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0, 0.2)
-    return model
-
-
 @pytest.fixture(scope="module")
-def model():
-    return randomized(TINY)
+def model(randomized_unet):
+    return randomized_unet(TINY)
 
 
 def inputs(b: int, t: int, seed: int = 1):
