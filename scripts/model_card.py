@@ -1,0 +1,158 @@
+"""Regenerate assets/model/MODEL_CARD.md, its loss curve and sample grid from the shipped weights.
+
+    python scripts/model_card.py [--model assets/model] [--samples 64] [--steps 32]
+
+Measures the quality bar of the shipped model on held-out captions (EVAL_SEEDS): the pixel
+detector validated on ground-truth clips first, then caption match for w in {0, 1, 2, 4} (our
+version of the paper's Table 5) and motion statistics (centroid acceleration away from walls,
+colour presence, size constancy) of the samples, next to the same statistics of true clips.
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from vdm_core.data import EVAL_SEEDS, world_clip
+from vdm_core.detect import caption_match, validate_detector
+from vdm_core.metrics import motion_stats
+from vdm_core.pipeline import VideoDiffusionPipeline
+from vdm_core.video_io import frame_strip
+
+WEIGHTS = (0.0, 1.0, 2.0, 4.0)
+CAPTION_SEEDS = EVAL_SEEDS[128:]  # a block of held-out seeds no other report uses for captions
+MOTION_KEYS = ("acceleration", "presence", "area_cv", "shape_consistency")
+
+
+def loss_curve(log_path: Path, out: Path) -> None:
+    """Plot the training loss (raw and a running mean) against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    steps = np.array([r["step"] for r in records])
+    loss = np.array([r["loss"] for r in records])
+    k = min(25, len(loss))
+    smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=120)
+    ax.plot(steps, loss, color="#bbb", lw=0.8, label="loss (10-step mean)")
+    ax.plot(steps[k - 1:], smooth, color="#c0392b", lw=1.5, label=f"running mean of {k}")
+    ax.set(xlabel="step", ylabel="min-SNR weighted loss", yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def sample_batches(pipe, captions, w, steps, batch, seed):
+    """Sample one 16-frame video per caption, `batch` at a time, seeded per batch."""
+    videos = []
+    for i in range(0, len(captions), batch):
+        g = torch.Generator().manual_seed(seed + i)
+        videos += pipe(captions[i:i + batch], num_inference_steps=steps, guidance_weight=w,
+                       generator=g).videos
+    return videos
+
+
+def mean_stats(videos) -> dict[str, float]:
+    stats = [motion_stats(v) for v in videos]
+    return {k: float(np.nanmean([s[k] for s in stats])) for k in MOTION_KEYS}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="assets/model")
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    model_dir = Path(args.model)
+    state = json.loads((model_dir / "training_state.json").read_text())
+    t0 = time.time()
+
+    loss_curve(model_dir / "training_log.jsonl", model_dir / "loss_curve.png")
+    pipe = VideoDiffusionPipeline.from_pretrained(model_dir)
+    captions = [world_clip(s, 1).caption for s in CAPTION_SEEDS[:args.samples]]
+    truth = [world_clip(s, 16).frames for s in CAPTION_SEEDS[:args.samples]]
+
+    detector = validate_detector()
+    rows, best = [], None
+    for w in tqdm(WEIGHTS, desc="caption match vs w"):
+        videos = sample_batches(pipe, captions, w, args.steps, args.batch, seed=0)
+        match = float(np.mean([caption_match(v, c) for v, c in zip(videos, captions,
+                                                                    strict=True)]))
+        rows.append((w, match, mean_stats(videos)))
+        if best is None or match > best[1]:
+            best = (w, match, videos)
+    truth_stats = mean_stats(truth)
+    truth_match = float(np.mean([caption_match(v, c) for v, c in zip(truth, captions,
+                                                                      strict=True)]))
+
+    grid = [frame_strip(v, scale=3) for v in best[2][:8]]
+    Image.fromarray(np.concatenate(grid, axis=0)).save(model_dir / "samples.png")
+    cfg = pipe.config
+    n_params = sum(p.numel() for p in pipe.model.parameters())
+    tc = state["train_config"]
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in tc.items()
+                     if k in ("steps", "batch_size", "lr", "image_frames", "weighting",
+                              "ema_decay", "cond_drop", "out_dir", "export_dir"))
+    row = ("| {} | {:.0%} | {acceleration:.2f} | {presence:.2f} | {area_cv:.2f} | "
+           "{shape_consistency:.2f} |")
+    table = "\n".join([row.format(f"{w:g}", m, **st) for w, m, st in rows]
+                      + [row.format("true clips", truth_match, **truth_stats)])
+    card = f"""# Model card: Video Diffusion Explorer, bouncing-shapes text-to-video
+
+A {n_params / 1e6:.1f}M-parameter factorized 3D U-Net (Ho et al. 2022, sec. 3) trained from
+scratch on CPU on the procedural bouncing-shapes world (`vdm_core/data.py`), 16 frames of 32x32,
+text-conditioned through all-MiniLM-L6-v2 with attention pooling. EMA weights, float16.
+
+**Status: early.** {state['step']:,} training steps so far (training continues across sessions;
+this card is regenerated with `python scripts/model_card.py` after each export).
+
+## Training
+- Command: `vdm-train {flags}` (resumed with the same command after interruptions)
+- Steps: {state['step']:,}; wall time {state['wall_time_s'] / 3600:.1f} h of training steps on
+  {platform.processor() or platform.machine()} with 2 CPU threads (shared with other work)
+- Model: base {cfg.base_channels} channels, multipliers {list(cfg.channel_mults)},
+  {cfg.num_res_blocks} res block per level, spatial + temporal attention at
+  {list(cfg.attn_resolutions)} px, head dim {cfg.head_dim}, {cfg.parameterization}-prediction
+- Recipe: AdamW (lr {tc['lr']}, warmup {tc['warmup_steps']}), batch {tc['batch_size']} clips of
+  {tc['num_frames']} frames + {tc['image_frames']} independent image frames (joint video-image
+  training), {tc['weighting']} loss weighting, conditioning dropout {tc['cond_drop']}, EMA
+  {tc['ema_decay']}, bf16 autocast, gradient clipping {tc['grad_clip']}
+
+![loss curve](loss_curve.png)
+
+## Samples (w = {best[0]:g}, {args.steps} ancestral steps, held-out captions)
+![samples](samples.png)
+
+## Evaluation ({args.samples} held-out captions, {args.steps} ancestral steps, one sample each)
+Detector check on ground-truth clips first: colour+shape accuracy
+{detector['object_accuracy']:.1%}, caption match {detector['caption_match_rate']:.1%}.
+
+| w | caption match | accel. px/frame^2 | colour presence | size CV | shape consistency |
+|---|---|---|---|---|---|
+{table}
+
+Caption match: every captioned colour+shape detected in at least half the frames and no other
+colour. Acceleration: mean |second difference| of tracked centroids away from walls (the world's
+motion has 0). Target of the quality bar: caption match >= 80% at the best w.
+
+Generated in {(time.time() - t0) / 60:.0f} min by `python scripts/model_card.py --samples
+{args.samples} --steps {args.steps}`.
+"""
+    (model_dir / "MODEL_CARD.md").write_text(card)
+    print(card)
+
+
+if __name__ == "__main__":
+    main()
