@@ -1,0 +1,101 @@
+"""Where the Extend & compare tab gets its clip: a held-out world clip, the last generated clip or
+an uploaded video. Pure functions (no Gradio): problems raise `InputError` with a clear message.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from demo.validation import InputError
+from vdm_core.data import EVAL_SEEDS, Clip, world_clip
+from vdm_core.video_io import MAX_BYTES, VideoReadError, read_video
+
+WORLD = "World clip"
+LAST = "Last generated clip"
+UPLOAD = "Uploaded video"
+SOURCES = (WORLD, LAST, UPLOAD)
+UPLOAD_MAX_FRAMES = 256
+
+
+@dataclass
+class SourceClip:
+    """A clip to condition on: uint8 frames (T, H, W, 3) at the model's size, its caption, and
+    the world Clip (true object trajectories) when it is a world clip."""
+
+    frames: np.ndarray
+    caption: str
+    label: str
+    clip: Clip | None = None
+
+    @property
+    def num_frames(self) -> int:
+        """Number of frames of the clip."""
+        return len(self.frames)
+
+
+def world_seed(index: int) -> int:
+    """The scene seed of held-out world clip number index (wrapping around EVAL_SEEDS)."""
+    return EVAL_SEEDS[int(index) % len(EVAL_SEEDS)]
+
+
+def world_caption(index: int, size: int = 32) -> str:
+    """The caption of held-out world clip number index."""
+    return world_clip(world_seed(index), 1, size).caption
+
+
+def world_source(index: int, num_frames: int, size: int) -> SourceClip:
+    """num_frames frames of held-out world clip number index (never seen in training)."""
+    clip = world_clip(world_seed(index), num_frames, size)
+    return SourceClip(clip.frames, clip.caption, f"world clip #{int(index)}", clip)
+
+
+def last_source(last: dict | None) -> SourceClip:
+    """The clip kept from the last Generate call ({"frames", "prompt"}), or an InputError."""
+    if not last or last.get("frames") is None:
+        raise InputError("There is no generated clip yet: generate one in the Generate tab "
+                         "first, or choose another source.")
+    return SourceClip(np.asarray(last["frames"], dtype=np.uint8), last.get("prompt", ""),
+                      "the last generated clip")
+
+
+def _upload_path(upload: str | Path | None) -> Path:
+    """The local path of an uploaded file, or an InputError when there is none."""
+    if not upload:
+        raise InputError("No video uploaded: upload a video (mp4, webm, mov, avi, mkv or gif) "
+                         "or choose another source.")
+    return Path(str(upload))
+
+
+def upload_source(upload: str | Path | None, size: int) -> SourceClip:
+    """An uploaded video decoded to size x size frames, or an InputError naming the limit."""
+    path = _upload_path(upload)
+    try:
+        frames = read_video(path, size=size, max_frames=UPLOAD_MAX_FRAMES, max_bytes=MAX_BYTES)
+    except VideoReadError as exc:
+        raise InputError(f"Cannot use the uploaded video: {exc}") from None
+    return SourceClip(frames, "", f"the uploaded video ({len(frames)} frames)")
+
+
+def load_source(kind: str, world_index: object, upload: str | Path | None, last: dict | None,
+                num_frames: int, size: int) -> SourceClip:
+    """The source clip of kind WORLD, LAST or UPLOAD (world clips get num_frames frames)."""
+    if kind == WORLD:
+        return world_source(_index(world_index), num_frames, size)
+    if kind == LAST:
+        return last_source(last)
+    if kind == UPLOAD:
+        return upload_source(upload, size)
+    raise InputError(f"unknown source {kind!r}: choose one of {', '.join(SOURCES)}")
+
+
+def _index(world_index: object) -> int:
+    """A world clip number in [0, len(EVAL_SEEDS)), or an InputError."""
+    try:
+        index = int(world_index)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"the world clip number must be an integer, got {world_index!r}") from None
+    if not 0 <= index < len(EVAL_SEEDS):
+        raise InputError(f"the world clip number must be between 0 and {len(EVAL_SEEDS) - 1}, "
+                         f"got {index}")
+    return index
