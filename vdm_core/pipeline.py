@@ -141,15 +141,52 @@ class VideoDiffusionPipeline:
         """Sample one video per prompt (text-to-video; "" is unconditional).
 
         `guidance_weight` is the paper's w (eq. 6): eps~ = (1 + w) eps(z, c) - w eps(z), so 0 is
-        off. `num_frames` defaults to the model's training window; the network accepts any count,
-        but frame counts far beyond the window are better made with `extend`.
+        off. `num_frames` defaults to the model's training window; a longer video is made by
+        sampling the first window and extending it block by block (`extend.generate`, with
+        reconstruction guidance; info["block_starts"] marks the blocks).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        num_frames = int(num_frames or self.config.num_frames)
+        num_frames = self.config.num_frames if num_frames is None else int(num_frames)
         check_sampling_args(num_frames, num_inference_steps, guidance_weight, sampler)
+        if num_frames > self.config.num_frames:
+            from .extend import generate
+
+            return generate(self, prompts, num_frames, num_inference_steps=num_inference_steps,
+                            guidance_weight=guidance_weight, sampler=sampler,
+                            generator=generator, callback=callback, **sampler_kwargs)
         z = self.initial_noise(len(prompts), num_frames, generator)
         x = self.sample(prompts, z, num_inference_steps, guidance_weight, sampler, generator,
                         callback=callback, **sampler_kwargs)
         return VideoOutput([tensor_to_frames(v) for v in x], x,
                            {"prompts": prompts, "sampler": sampler, "steps": num_inference_steps,
                             "guidance_weight": guidance_weight})
+
+    def extend(self, video, num_frames: int, **kwargs) -> VideoOutput:
+        """Extend a clip block-autoregressively to num_frames frames; see `extend.extend`."""
+        from .extend import extend
+
+        return extend(self, video, num_frames, **kwargs)
+
+    def predict(self, video, k: int, num_frames: int = 16, **kwargs) -> VideoOutput:
+        """Predict the rest of a clip from its first k frames; see `extend.predict`."""
+        from .extend import predict
+
+        return predict(self, video, k, num_frames, **kwargs)
+
+    def interpolate(self, video_sparse, every: int, **kwargs) -> VideoOutput:
+        """Fill the frames between frames given every `every` frames; see `extend.interpolate`."""
+        from .extend import interpolate
+
+        return interpolate(self, video_sparse, every, **kwargs)
+
+    def super_resolve(self, lowres, **kwargs) -> VideoOutput:
+        """Super-resolve a low-res clip to the model's frame size; see `extend.super_resolve`."""
+        from .extend import super_resolve
+
+        return super_resolve(self, lowres, **kwargs)
+
+    def compare(self, video, num_frames: int, seed: int = 0, **kwargs):
+        """Replacement vs reconstruction guidance from one seed; see `extend.compare`."""
+        from .extend import compare
+
+        return compare(self, video, num_frames, seed, **kwargs)

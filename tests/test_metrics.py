@@ -1,0 +1,130 @@
+"""Pixel metrics of `vdm_core.metrics` on world clips with known answers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from vdm_core.data import EVAL_SEEDS, render_clip, world_clip
+from vdm_core.metrics import (
+    conditioning_fidelity,
+    diversity,
+    downsample,
+    frame_change,
+    lowres_mse,
+    motion_stats,
+    persistence,
+    psnr,
+    seam_jump,
+    trajectory_error,
+)
+
+SEED = EVAL_SEEDS[3]
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return world_clip(SEED, 64)
+
+
+def test_frame_change_is_per_pair_mean_abs_difference():
+    frames = np.zeros((4, 2, 2, 3), dtype=np.uint8)
+    frames[2] = 255
+    np.testing.assert_allclose(frame_change(frames), [0.0, 1.0, 1.0])
+
+
+def test_seam_jump_is_one_for_a_smooth_video_and_large_for_a_jump(clip):
+    starts = [16, 28, 40, 52]
+    assert seam_jump(clip.frames, starts) == pytest.approx(1.0, abs=0.25)
+    jumped = clip.frames.copy()
+    jumped[28:] = render_clip(clip.scene, 36, start_frame=40)  # skip 12 frames at the seam
+    assert seam_jump(jumped, starts) > 2.0
+    # The jump is attributed to the boundary it lies on: no boundary there -> no seam signal.
+    assert seam_jump(jumped, [16, 40, 52]) < seam_jump(jumped, starts)
+
+
+def test_seam_jump_edge_cases():
+    static = np.zeros((8, 4, 4, 3), dtype=np.uint8)
+    assert seam_jump(static, [4]) == 1.0
+    assert math.isnan(seam_jump(static, []))
+    assert math.isnan(seam_jump(static, [0, 8]))  # outside [1, T - 1]: ignored
+    jump = static.copy()
+    jump[4:] = 50
+    assert seam_jump(jump, [4]) == math.inf
+
+
+def test_trajectory_error_of_the_truth_is_subpixel_and_measures_a_shift(clip):
+    err = trajectory_error(clip.frames, clip.positions, clip.scene)
+    assert err.shape == (64,)
+    assert np.nanmean(err) < 1.0
+    shifted = clip.positions + np.array([3.0, 4.0])  # 5 px away from every true centre
+    err = trajectory_error(clip.frames, shifted, clip.caption)
+    assert np.nanmedian(err) == pytest.approx(5.0, abs=1.0)
+
+
+def test_trajectory_error_of_missing_objects_is_nan_or_the_penalty(clip):
+    blank = np.full_like(clip.frames[:4], 12)
+    assert np.isnan(trajectory_error(blank, clip.positions[:4], clip.scene)).all()
+    penalised = trajectory_error(blank, clip.positions[:4], clip.scene, missing=45.0)
+    np.testing.assert_allclose(penalised, 45.0)
+
+
+def test_trajectory_error_checks_shapes(clip):
+    with pytest.raises(ValueError, match="do not match"):
+        trajectory_error(clip.frames[:4], clip.positions[:5], clip.scene)
+
+
+def test_persistence_of_a_true_clip_and_a_blank_clip(clip):
+    kept = persistence(clip.frames, clip.caption)
+    assert kept["colour"] == 1.0
+    assert kept["shape"] > 0.8
+    blank = np.full_like(clip.frames[:4], 12)
+    assert persistence(blank, clip.caption) == {"colour": 0.0, "shape": 0.0}
+    assert persistence(clip.frames, clip.caption, start=60)["colour"] == 1.0
+
+
+def test_diversity_is_zero_for_identical_videos_and_positive_otherwise(clip):
+    assert diversity([clip.frames, clip.frames.copy()]) == 0.0
+    other = world_clip(SEED + 1, 64).frames
+    assert diversity([clip.frames, other, clip.frames]) > 0.01
+    with pytest.raises(ValueError, match="at least 2"):
+        diversity([clip.frames])
+
+
+def test_conditioning_fidelity_is_inf_when_exact_and_drops_with_noise(clip):
+    assert conditioning_fidelity(clip.frames, clip.frames[:4], [0, 1, 2, 3]) == math.inf
+    noisy = clip.frames.copy()
+    noisy[:4] = np.clip(noisy[:4].astype(int) + 10, 0, 255).astype(np.uint8)
+    value = conditioning_fidelity(noisy, clip.frames[:4], [0, 1, 2, 3])
+    assert 25.0 < value < 40.0
+    with pytest.raises(ValueError, match="indices"):
+        conditioning_fidelity(clip.frames, clip.frames[:4], [0, 1])
+
+
+def test_psnr_of_a_constant_offset():
+    a = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    assert psnr(a, a + 51) == pytest.approx(10 * math.log10(25.0))
+
+
+def test_lowres_mse_of_the_true_downsampled_clip_is_rounding_only(clip):
+    low = np.rint(downsample(clip.frames, 16) * 255).astype(np.uint8)  # (T, 16, 16, 3)
+    assert lowres_mse(clip.frames, low) <= (0.5 / 255) ** 2
+    assert lowres_mse(clip.frames[::-1], low) > 1e-3
+    with pytest.raises(ValueError, match="multiple"):
+        downsample(clip.frames, 12)
+
+
+def test_motion_stats_of_the_world_follow_its_physics(clip):
+    stats = motion_stats(clip.frames)
+    assert stats["num_objects"] == len(clip.scene.objects)
+    assert stats["acceleration"] < 0.3
+    assert stats["presence"] == 1.0
+    assert stats["area_cv"] < 0.15
+    assert stats["shape_consistency"] > 0.8
+    shuffled = clip.frames[np.random.default_rng(0).permutation(64)]
+    assert motion_stats(shuffled)["acceleration"] > 1.0
+
+
+def test_metrics_reject_non_uint8_frames(clip):
+    with pytest.raises(ValueError, match="uint8"):
+        frame_change(clip.frames.astype(np.float32))
