@@ -2,9 +2,10 @@
 
 Every convolution is space-only (1x3x3); each spatial attention block (attention over H x W,
 frames as batch) is followed by a temporal attention block (attention over frames, pixels as
-batch) with a relative position bias. The log-SNR and the attention-pooled text vector form one conditioning
-embedding that is added into every residual block. Frames after `num_video_frames` are independent
-images (joint video-image training): in temporal attention each attends only to itself.
+batch) with a relative position bias. The log-SNR and the attention-pooled text vector form one
+conditioning embedding that is added into every residual block. Frames after `num_video_frames`
+are independent images (joint video-image training): in temporal attention each attends only to
+itself.
 """
 
 import json
