@@ -96,7 +96,12 @@ def grad_step(call: Call, z: torch.Tensor, precision: str) -> Step:
     return step
 
 
-def time_interleaved(steps: dict[str, Step], repeats: int, warmup: int) -> dict[str, float]:
+def make_step(kind: str, call: Call, z: torch.Tensor, precision: str) -> Step:
+    """A "forward" or a "fwd+grad" step."""
+    return (forward_step if kind == "forward" else grad_step)(call, z, precision)
+
+
+def time_interleaved(steps: dict, repeats: int, warmup: int) -> dict:
     """Median milliseconds of each step, run in alternating rounds so that drift hits all alike."""
     for step in steps.values():
         for _ in range(warmup):
@@ -158,16 +163,21 @@ def model_calls(ours: UNet3D, reference: torch.nn.Module | None, batch: int) -> 
 
 def bench_steps(ours: UNet3D, reference: torch.nn.Module | None, repeats: int,
                 warmup: int) -> dict[tuple[str, int, str, str], float]:
-    """{(model, batch, step kind, precision): ms} for every case of CASES (reference: batch 1)."""
+    """{(model, batch, step kind, precision): ms} for every case of CASES (reference: batch 1).
+
+    All steps of one batch size run in the same alternating rounds, so the ratios between them
+    (ours / reference, fwd+grad / forward) see the same machine load.
+    """
     cfg = ours.config
     results = {}
     for precision in ("fp32", "bf16"):
-        for kind, batch in CASES:
+        for batch in sorted({batch for _, batch in CASES}):
             z = torch.randn(batch, cfg.channels, cfg.num_frames, cfg.image_size, cfg.image_size)
-            make = forward_step if kind == "forward" else grad_step
             calls = model_calls(ours, reference if batch == 1 else None, batch)
-            steps = {name: make(call, z, precision) for name, call in calls.items()}
-            for name, ms in time_interleaved(steps, repeats, warmup).items():
+            steps = {(name, kind): make_step(kind, call, z, precision)
+                     for kind, case_batch in CASES if case_batch == batch
+                     for name, call in calls.items()}
+            for (name, kind), ms in time_interleaved(steps, repeats, warmup).items():
                 results[name, batch, kind, precision] = ms
                 print(f"  {name:9s} batch {batch} {kind:8s} {precision}: {ms:8.1f} ms", flush=True)
     return results
@@ -206,8 +216,8 @@ def profile_ops(ours: UNet3D, precision: str, calls: int = 3, rows: int = 10) ->
     z = torch.randn(1, cfg.channels, cfg.num_frames, cfg.image_size, cfg.image_size)
     call = model_calls(ours, None, 1)["ours"]
     per_op = {}
-    for kind, make in (("forward", forward_step), ("fwd+grad", grad_step)):
-        step = make(call, z, precision)
+    for kind in ("forward", "fwd+grad"):
+        step = make_step(kind, call, z, precision)
         step()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             for _ in range(calls):
@@ -251,8 +261,9 @@ def report(steps, guidance, params: dict[str, int], repeats: int, warmup: int,
         f"Machine: {cpu_model()} (AVX-512 BF16: {'yes' if has_bf16_isa() else 'no'}), "
         f"{THREADS} threads (`torch.set_num_threads({THREADS})`); torch {torch.__version__}, "
         f"Python {platform.python_version()}; {datetime.date.today().isoformat()}. "
-        f"Median of {repeats} repeats after {warmup} warm-up calls; the models of one row are "
-        "timed in alternating rounds in one process. 1-minute load average before / after the "
+        f"Median of {repeats} repeats after {warmup} warm-up calls; all steps of one batch size "
+        "(both models, forward and fwd+grad) are timed in alternating rounds in one process. "
+        "1-minute load average before / after the "
         f"run: {load[0]:.1f} / {load[1]:.1f} (this run accounts for about {THREADS}; more means "
         "other processes shared the cores: absolute times are then inflated, the side-by-side "
         "ratios much less).",
