@@ -31,10 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from perf_docs import DOCS, write_section  # noqa: E402
+
 from demo.runtime import num_threads  # noqa: E402
 
-DOCS = ROOT / "docs" / "performance.md"
-DOCS_HEADER = "# Performance\n\nMeasurements on the project's 2-core CPU machine.\n"
 START, END = "<!-- app:start -->", "<!-- app:end -->"
 TARGET_CLIP_S = 5.0
 TARGET_RSS_GB = 2.0
@@ -146,18 +146,6 @@ def report(result: dict, steps: int, load: tuple[float, float]) -> str:
     ])
 
 
-def write_docs(section: str) -> None:
-    """Replace (or append) the section between the app markers of docs/performance.md."""
-    text = DOCS.read_text() if DOCS.is_file() else DOCS_HEADER
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Measure, print the report and optionally write it into docs/performance.md."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -171,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     section = report(result, args.steps, (load_before, os.getloadavg()[0]))
     print(section)
     if args.write_docs:
-        write_docs(section)
+        write_section(section, START, END)
         print(f"\nwrote {DOCS.relative_to(ROOT)}")
 
 

@@ -24,13 +24,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from perf_docs import DOCS, write_section  # noqa: E402
+
 from vdm_core.data import EVAL_SEEDS, world_clip  # noqa: E402
 from vdm_core.extend import DEFAULT_K, DEFAULT_W_R, compare, plan_blocks  # noqa: E402
 from vdm_core.pipeline import DEFAULT_MODEL, VideoDiffusionPipeline  # noqa: E402
 
 TARGET_S = 60.0
-DOCS = ROOT / "docs" / "performance.md"
-DOCS_HEADER = "# Performance\n\nMeasurements on the project's 2-core CPU machine.\n"
 START, END = "<!-- extend:start -->", "<!-- extend:end -->"
 
 
@@ -108,18 +108,6 @@ def _relative(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def write_docs(section: str) -> None:
-    """Replace (or append) the section between the extend markers of docs/performance.md."""
-    text = DOCS.read_text() if DOCS.is_file() else DOCS_HEADER
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -151,7 +139,7 @@ def main() -> None:
         probe = probe_step(pipe, clip.caption, args.guidance)
         print("per call:", {k: round(v, 3) for k, v in probe.items()})
     if args.write_docs:
-        write_docs(markdown(args, result, batched, probe, blocks))
+        write_section(markdown(args, result, batched, probe, blocks), START, END)
         print(f"updated {DOCS}")
 
 

@@ -33,6 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from perf_docs import DOCS, write_section  # noqa: E402
+
 from vdm_core.guidance import Observation, ReconstructionGuidance  # noqa: E402
 from vdm_core.pipeline import VideoDiffusionPipeline  # noqa: E402
 from vdm_core.unet3d import UNet3D, UNetConfig  # noqa: E402
@@ -43,8 +45,6 @@ KNOWN_FRAMES = 8  # reconstruction guidance on the first half of the window (ext
 CASES = (("forward", 1), ("forward", 2), ("fwd+grad", 1))  # (step kind, batch) timed
 TARGET_GUIDANCE = 2.0  # reconstruction-guidance step / plain step
 TARGET_VS_REFERENCE = 0.5  # our step / the reference's step
-DOCS = ROOT / "docs" / "performance.md"
-DOCS_HEADER = "# Performance\n\nMeasurements on the project's 2-core CPU machine.\n"
 START, END = "<!-- unet:start -->", "<!-- unet:end -->"
 BENCH_VENV = "/root/.cache/vdm-bench-venv"
 REFERENCE_SETUP = f"""python3 -m venv {BENCH_VENV}
@@ -354,19 +354,6 @@ def ratio_table(steps, guidance, with_reference: bool) -> list[str]:
     return lines
 
 
-def write_docs(section: str, path: Path = DOCS) -> None:
-    """Replace the unet section of `path` (appended if absent; the file made if missing)."""
-    block = f"{START}\n{section}\n{END}"
-    text = path.read_text() if path.exists() else DOCS_HEADER
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per step (median)")
@@ -406,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     section = report(steps, guidance, params, args.repeats, args.warmup, load, profile)
     print("\n" + section)
     if args.write_docs:
-        write_docs(section)
+        write_section(f"{START}\n{section}\n{END}", START, END)
         print(f"\nwrote {DOCS.relative_to(ROOT)}")
 
 

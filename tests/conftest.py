@@ -1,5 +1,10 @@
 """Shared test helpers."""
 
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -21,3 +26,33 @@ def make_randomized_unet(cfg: UNetConfig, seed: int = 0) -> UNet3D:
 @pytest.fixture(scope="session")
 def randomized_unet():
     return make_randomized_unet
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_app(model_dir: str | None) -> Iterator[str]:
+    """The app (app.py's launch) in this process on a free port, serving `model_dir` (None: the
+    app's default); yields its URL, then closes it and restores the environment."""
+    from demo.runtime import MODEL_DIR_ENV
+
+    previous = os.environ.get(MODEL_DIR_ENV)
+    if model_dir is not None:
+        os.environ[MODEL_DIR_ENV] = str(model_dir)
+    import app
+
+    demo = app.launch_app(port=free_port(), host="127.0.0.1", prevent_thread_lock=True,
+                          quiet=True)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+        if previous is None:
+            os.environ.pop(MODEL_DIR_ENV, None)
+        else:
+            os.environ[MODEL_DIR_ENV] = previous

@@ -8,7 +8,6 @@ Sampling uses 1-2 steps so the module stays fast on 2 CPU cores. The pure input 
 
 import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -17,11 +16,12 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from conftest import running_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from demo import handlers, info, sources, validation
-from demo.runtime import MODEL_DIR_ENV, get_pipeline
+from demo.runtime import get_pipeline
 from demo.worker import BackgroundJob, Cancelled
 from vdm_core.data import world_clip
 from vdm_core.pipeline import DEFAULT_MODEL, PipelineStep
@@ -137,13 +137,6 @@ def test_background_job_stops_when_closed_and_reraises_errors():
 
 # --- the running app -----------------------------------------------------------------------
 
-def _free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, randomized_unet) -> Path:
     """A copy of the shipped model (stable while a training run rewrites it), else a tiny
@@ -160,21 +153,9 @@ def model_dir(tmp_path_factory, randomized_unet) -> Path:
 @pytest.fixture(scope="module")
 def app_url(model_dir):
     """The app (app.py's launch) running in this process on a free port; closed afterwards."""
-    previous = os.environ.get(MODEL_DIR_ENV)
-    os.environ[MODEL_DIR_ENV] = str(model_dir)
-    import app
-
-    get_pipeline()
-    demo = app.launch_app(port=_free_port(), host="127.0.0.1", prevent_thread_lock=True,
-                          quiet=True)
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
-        if previous is None:
-            os.environ.pop(MODEL_DIR_ENV, None)
-        else:
-            os.environ[MODEL_DIR_ENV] = previous
+    with running_app(model_dir) as url:
+        get_pipeline()
+        yield url
 
 
 @pytest.fixture()

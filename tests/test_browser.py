@@ -4,15 +4,13 @@ Skipped when /usr/bin/chromium is not installed. Saves a screenshot to
 test-artifacts/browser.png.
 """
 
-import os
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import running_app
 
-from demo.runtime import MODEL_DIR_ENV
 from vdm_core.pipeline import DEFAULT_MODEL
 from vdm_core.unet3d import WEIGHTS_NAME, UNetConfig
 
@@ -32,34 +30,16 @@ VIDEO_READY_JS = """() => {
 }"""
 
 
-def _free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, randomized_unet):
     """The app in this process, on the shipped model (or a tiny random one when none)."""
-    previous = os.environ.get(MODEL_DIR_ENV)
+    model_dir = None
     if not (DEFAULT_MODEL / WEIGHTS_NAME).is_file():
-        tiny = tmp_path_factory.mktemp("model")
+        model_dir = tmp_path_factory.mktemp("model")
         randomized_unet(UNetConfig(base_channels=16, channel_mults=(1, 2),
-                                   attn_resolutions=(8,), head_dim=8)).save_pretrained(tiny)
-        os.environ[MODEL_DIR_ENV] = str(tiny)
-    import app
-
-    demo = app.launch_app(port=_free_port(), host="127.0.0.1", prevent_thread_lock=True,
-                          quiet=True)
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
-        if previous is None:
-            os.environ.pop(MODEL_DIR_ENV, None)
-        else:
-            os.environ[MODEL_DIR_ENV] = previous
+                                   attn_resolutions=(8,), head_dim=8)).save_pretrained(model_dir)
+    with running_app(model_dir) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
