@@ -76,9 +76,24 @@ class FrameGroupNorm(nn.GroupNorm):
         return y.view(b, t, c, h, w).transpose(1, 2)
 
 
-def space_conv(c_in: int, c_out: int, stride: int = 1) -> nn.Conv3d:
-    """A space-only 1x3x3 convolution: no mixing across frames (sec. 3)."""
-    return nn.Conv3d(c_in, c_out, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1))
+class SpaceConv(nn.Conv3d):
+    """A space-only 1 x k x k convolution: no mixing across frames (sec. 3).
+
+    The parameters have Conv3d's shapes, but the forward pass folds the frames into the batch and
+    runs a 2D convolution on (B T, C, H, W): on CPU that is about a quarter faster than a Conv3d
+    with a depth-1 kernel, forward and backward, and it keeps consecutive layers frame-major so
+    FrameGroupNorm's reshape needs no copy.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1):
+        super().__init__(c_in, c_out, (1, kernel, kernel), stride=(1, stride, stride),
+                         padding=(0, kernel // 2, kernel // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # (B T, C, H, W)
+        y = F.conv2d(frames, self.weight[:, :, 0], self.bias, self.stride[1:], self.padding[1:])
+        return y.view(b, t, *y.shape[1:]).transpose(1, 2)  # (B, C_out, T, H', W')
 
 
 def zero_init(module: nn.Module) -> nn.Module:
@@ -132,18 +147,32 @@ def temporal_attention_mask(num_frames: int, num_video_frames: torch.Tensor | No
     return in_video | (idx[:, None] == idx[None, :])[None]
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v over the last two dims.  # (..., N, d)
+
+    Written out with matmuls rather than PyTorch's fused CPU attention: our sequences are short
+    (16 frames; 64 or 256 pixels) and many, where the fused kernel's backward pass, which
+    reconstruction guidance needs, is several times slower than the plain matmuls.
+    """
+    scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
+    if bias is not None:
+        scores = scores + bias
+    return torch.softmax(scores, dim=-1).to(v.dtype) @ v
+
+
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, conditioning embedding added in between (Wide ResNet block)."""
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float):
         super().__init__()
         self.norm1 = FrameGroupNorm(num_groups(c_in), c_in)
-        self.conv1 = space_conv(c_in, c_out)
+        self.conv1 = SpaceConv(c_in, c_out)
         self.emb = nn.Linear(emb_dim, c_out)
         self.norm2 = FrameGroupNorm(num_groups(c_out), c_out)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = zero_init(space_conv(c_out, c_out))
-        self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.conv2 = zero_init(SpaceConv(c_out, c_out))
+        self.skip = SpaceConv(c_in, c_out, kernel=1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))  # (B, C, T, H, W)
@@ -166,7 +195,7 @@ class SpatialAttention(nn.Module):
         b, c, t, h, w = x.shape
         y = self.norm(x).permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)  # (BT, HW, C)
         q, k, v = self.qkv(y).view(b * t, h * w, 3, self.heads, c // self.heads).unbind(2)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        y = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         y = self.out(y.transpose(1, 2).reshape(b * t, h * w, c))
         return x + y.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
 
@@ -207,8 +236,7 @@ class TemporalAttention(nn.Module):
         y = self.norm(x).permute(0, 3, 4, 2, 1).reshape(b, h * w, t, c)  # (B, HW, T, C)
         qkv = self.qkv(y).view(b, h * w, t, 3, self.heads, c // self.heads)
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, HW, heads, T, d)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias(t, allowed, x.device,
-                                                                          q.dtype))
+        y = attention(q, k, v, self.bias(t, allowed, x.device, q.dtype))
         y = self.out(y.permute(0, 1, 3, 2, 4).reshape(b, h * w, t, c))
         return x + y.view(b, h, w, t, c).permute(0, 4, 3, 1, 2)
 
@@ -265,7 +293,7 @@ class UNet3D(nn.Module):
             layers += [nn.SiLU(), nn.Linear(emb, emb)]
         self.logsnr_mlp = nn.Sequential(*layers)
         self.text_pool = TextPooling(cfg.text_dim, cfg.text_heads, emb)
-        self.conv_in = space_conv(cfg.channels, ch)
+        self.conv_in = SpaceConv(cfg.channels, ch)
 
         self.down = nn.ModuleList()
         skips, res = [ch], cfg.image_size
@@ -275,7 +303,7 @@ class UNet3D(nn.Module):
                 ch = mult * cfg.base_channels
                 skips.append(ch)
             if level < len(cfg.channel_mults) - 1:
-                self.down.append(space_conv(ch, ch, stride=2))
+                self.down.append(SpaceConv(ch, ch, stride=2))
                 skips.append(ch)
                 res //= 2
 
@@ -289,11 +317,11 @@ class UNet3D(nn.Module):
                 ch = mult * cfg.base_channels
             if level > 0:
                 self.up.append(nn.Sequential(nn.Upsample(scale_factor=(1, 2, 2), mode="nearest"),
-                                             space_conv(ch, ch)))
+                                             SpaceConv(ch, ch)))
                 res *= 2
 
         self.norm_out = FrameGroupNorm(num_groups(ch), ch)
-        self.conv_out = zero_init(space_conv(ch, cfg.channels))
+        self.conv_out = zero_init(SpaceConv(ch, cfg.channels))
 
     def _stage(self, c_in: int, c_out: int, res: int) -> nn.ModuleList:
         blocks = [ResBlock(c_in, c_out, self.config.emb_dim, self.config.dropout)]
