@@ -1,13 +1,13 @@
 """End-to-end numbers of the Gradio app: ready time, a 16-frame clip with CFG, peak memory.
 
-    python bench/bench_app.py [--repeats N] [--steps 32] [--write-docs]
+    python bench/bench_app.py [--repeats N] [--steps 24] [--write-docs]
 
 Spawns `python app.py` on a free port and measures
 
 - ready time: from the spawn until the page answers HTTP 200 (the model then loads in the
   background) and until the first 1-step /generate call returns (model loaded);
-- a 16-frame clip at the default settings (32 ancestral steps, w = 2, so every step is a
-  guided pair of denoiser calls) through `gradio_client` /generate: the median of N calls,
+- a 16-frame clip at the default settings (DEFAULT_STEPS = 24 ancestral steps, w = 2, so every
+  step is a guided pair of denoiser calls) through `gradio_client` /generate: the median of N calls,
   end to end (queue, sampling, H.264 encoding, file transfer);
 - the server's peak resident memory (VmHWM of the app process).
 
@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from perf_docs import DOCS, write_section  # noqa: E402
 
 from demo.runtime import num_threads  # noqa: E402
+from demo.validation import DEFAULT_STEPS  # noqa: E402
 
 START, END = "<!-- app:start -->", "<!-- app:end -->"
 TARGET_CLIP_S = 5.0
@@ -150,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     """Measure, print the report and optionally write it into docs/performance.md."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed clips (median)")
-    parser.add_argument("--steps", type=int, default=32, help="sampling steps per clip")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help="sampling steps per clip (default: the app's)")
     parser.add_argument("--write-docs", action="store_true",
                         help=f"write the results into {DOCS.relative_to(ROOT)}")
     args = parser.parse_args(argv)

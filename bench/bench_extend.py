@@ -1,13 +1,14 @@
 """Wall time of long-video extension: 16 -> 64 frames with both strategies, side by side.
 
-    python bench/bench_extend.py [--model assets/model] [--steps 32] [--frames 64] [--batched]
+    python bench/bench_extend.py [--model assets/model] [--steps 24] [--frames 64] [--batched]
                                  [--threads N] [--write-docs]
 
 Runs `extend.compare` (replacement, then reconstruction guidance, back to back from one seed) on
-the first 16 frames of a held-out world clip at the app's defaults (32 ancestral steps, w = 2,
-k = DEFAULT_K, w_r = DEFAULT_W_R) and prints the seconds of each strategy and the total (target:
-<= 60 s for both on 2 cores). `--batched` also times the alternative, both strategies as one
-batch of 2 per sampler call (`PerSampleGuidance`), and a short per-call probe of the two ways.
+the first 16 frames of a held-out world clip at the app's defaults (DEFAULT_STEPS = 24 ancestral
+steps, w = 2, k = DEFAULT_K, w_r = DEFAULT_W_R) and prints the seconds of each strategy and the
+total (target: <= 60 s for both on 2 cores). `--batched` also times the alternative, both
+strategies as one batch of 2 per sampler call (`PerSampleGuidance`), and a short per-call probe of
+the two ways.
 `--write-docs` replaces the section between the extend markers of docs/performance.md.
 """
 
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from perf_docs import DOCS, write_section  # noqa: E402
 
+from demo.validation import DEFAULT_STEPS  # noqa: E402
 from vdm_core.data import EVAL_SEEDS, world_clip  # noqa: E402
 from vdm_core.extend import DEFAULT_K, DEFAULT_W_R, compare, plan_blocks  # noqa: E402
 from vdm_core.pipeline import DEFAULT_MODEL, VideoDiffusionPipeline  # noqa: E402
@@ -111,7 +113,7 @@ def _relative(path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--batched", action="store_true", help="also time the batched compare")

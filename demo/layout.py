@@ -4,7 +4,14 @@ import gradio as gr
 
 from demo import handlers, info, plots, sources
 from demo.runtime import model_dir
-from demo.validation import MAX_FRAMES, MAX_SEED, MAX_STEPS, NATIVE_FRAMES, SAMPLER_LABELS
+from demo.validation import (
+    DEFAULT_STEPS,
+    MAX_FRAMES,
+    MAX_SEED,
+    MAX_STEPS,
+    NATIVE_FRAMES,
+    SAMPLER_LABELS,
+)
 from vdm_core.data import EVAL_SEEDS
 from vdm_core.extend import DEFAULT_K, DEFAULT_W_R
 
@@ -31,12 +38,12 @@ def example_prompts(count: int = NUM_EXAMPLES) -> list[list[str]]:
     return [[sources.world_caption(i)] for i in range(count)]
 
 
-def sampling_controls(steps: int = 32, prefix: str = "gen") -> tuple:
+def sampling_controls(prefix: str = "gen") -> tuple:
     """Guidance weight, sampler and steps controls shared by both tabs (ids start with prefix)."""
     weight = gr.Slider(0, 8, value=2.0, step=0.25, label="Guidance weight w",
                        info="Classifier-free guidance: 0 = off; higher follows the prompt more")
     sampler = gr.Radio(SAMPLERS, value=SAMPLERS[0], label="Sampler")
-    num_steps = gr.Slider(1, MAX_STEPS, value=steps, step=1, label="Sampling steps",
+    num_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Sampling steps",
                           elem_id=f"{prefix}-steps")
     return weight, sampler, num_steps
 
@@ -106,7 +113,7 @@ def extend_tab(last_clip: gr.State) -> list:
                               label="Super-resolution factor", visible=False)
             every = gr.Slider(2, NATIVE_FRAMES - 1, value=4, step=1, visible=False,
                               label="Keep every m-th frame")
-            weight, sampler, steps = sampling_controls(steps=16, prefix="cmp")
+            weight, sampler, steps = sampling_controls(prefix="cmp")
             w_r = gr.Slider(0, 32, value=DEFAULT_W_R, step=0.5,
                             label="Reconstruction guidance weight w_r",
                             info="Eq. 7/8; for super-resolution f² is the exact low-noise value")

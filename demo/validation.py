@@ -21,6 +21,9 @@ MAX_PROMPT_CHARS = 500
 NATIVE_FRAMES = 16
 MAX_FRAMES = 128
 MAX_STEPS = 256
+# Default sampling steps of both tabs: a guided 16-frame clip in under 5 s on 2 CPU cores, and
+# 16 -> 64 frames with both strategies in under a minute (docs/performance.md).
+DEFAULT_STEPS = 24
 
 
 class InputError(ValueError):
