@@ -14,21 +14,19 @@ from pathlib import Path
 import torch
 
 from vdm_core.guidance import Observation, make_strategy
-from vdm_core.oracle import GaussianVideo, frame_moments, unknown_indices
+from vdm_core.oracle import (
+    MOVING_MEAN_VIDEO,
+    SIX_FRAME_VIDEO,
+    GaussianVideo,
+    frame_moments,
+    unknown_indices,
+)
 from vdm_core.samplers import sample
 from vdm_core.schedule import alpha_sigma
 
 COMMAND = "PYTHONPATH=. nice -n 10 .venv/bin/python scripts/oracle_report.py"
-FRAMES = GaussianVideo(num_frames=6, rho=0.9, std=1.0, mean=0.0, channels=1, height=2, width=2)
-UNCOND = GaussianVideo(
-    num_frames=6,
-    rho=0.9,
-    std=1.0,
-    mean=torch.linspace(-0.5, 0.5, 6)[:, None, None],
-    channels=2,
-    height=4,
-    width=4,
-)
+FRAMES = SIX_FRAME_VIDEO
+UNCOND = MOVING_MEAN_VIDEO
 HIRES = GaussianVideo(num_frames=4, rho=0.9, std=1.0, mean=0.0, channels=1, height=4, width=4)
 TASKS = {"extension": [0, 1, 2], "interpolation": [0, 5]}
 SAMPLER_CONFIGS = [

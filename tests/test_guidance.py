@@ -12,12 +12,18 @@ from vdm_core.guidance import (
     cfg_denoiser,
     make_strategy,
 )
-from vdm_core.oracle import GaussianVideo, frame_moments, guidable_denoiser, unknown_indices
+from vdm_core.oracle import (
+    SIX_FRAME_VIDEO,
+    GaussianVideo,
+    frame_moments,
+    guidable_denoiser,
+    unknown_indices,
+)
 from vdm_core.samplers import SAMPLERS, Unguided, sample
 from vdm_core.schedule import alpha_sigma, eps_from_x
 
 # Strongly correlated frames (rho = 0.9), so frames 3..5 depend a lot on the known frames 0..2.
-ORACLE = GaussianVideo(num_frames=6, rho=0.9, std=1.0, mean=0.0, channels=1, height=2, width=2)
+ORACLE = SIX_FRAME_VIDEO
 KNOWN = [0, 1, 2]
 HIRES = GaussianVideo(num_frames=4, rho=0.9, std=1.0, mean=0.3, channels=1, height=4, width=4)
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vdm_core.oracle import GaussianVideo, frame_moments
+from vdm_core.oracle import MOVING_MEAN_VIDEO, GaussianVideo, frame_moments
 from vdm_core.samplers import (
     SAMPLERS,
     StepInfo,
@@ -18,17 +18,7 @@ from vdm_core.samplers import (
 )
 from vdm_core.schedule import LOGSNR_MAX, LOGSNR_MIN
 
-# Strongly correlated AR(1) frames with a per-frame mean; 2 channels x 4 x 4 pixels are 32
-# independent draws of the frame vector per video.
-ORACLE = GaussianVideo(
-    num_frames=6,
-    rho=0.9,
-    std=1.0,
-    mean=torch.linspace(-0.5, 0.5, 6)[:, None, None],
-    channels=2,
-    height=4,
-    width=4,
-)
+ORACLE = MOVING_MEAN_VIDEO
 ORACLE_SMALL = GaussianVideo(num_frames=3, rho=0.5, std=0.5, mean=0.2)
 
 

@@ -214,6 +214,18 @@ class ConditionalErrors:
         return (self.var_ratio - 1.0).abs().mean().item()
 
 
+
+# The two reference oracles of the tests and of docs/oracle.md (scripts/oracle_report.py).
+# Strongly correlated AR(1) frames with a per-frame mean; 2 channels x 4 x 4 pixels are 32
+# independent draws of the frame vector per video.
+MOVING_MEAN_VIDEO = GaussianVideo(num_frames=6, rho=0.9, std=1.0,
+                                  mean=torch.linspace(-0.5, 0.5, 6)[:, None, None],
+                                  channels=2, height=4, width=4)
+# Six strongly correlated frames of 2 x 2 pixels: conditioning on some frames fixes the others.
+SIX_FRAME_VIDEO = GaussianVideo(num_frames=6, rho=0.9, std=1.0, mean=0.0, channels=1,
+                                height=2, width=2)
+
+
 def unknown_indices(num_frames: int, known_indices: list[int]) -> list[int]:
     """The frame indices b not in a, in increasing order."""
     known = set(known_indices)
