@@ -304,6 +304,12 @@ def report(steps, guidance, params: dict[str, int], repeats: int, warmup: int,
     ]
     lines += step_table(steps, with_reference) + [""]
     lines += ratio_table(steps, guidance, with_reference)
+    lines += ["", "Why about 2.0 is the floor of the guidance ratio: a guided step is the plain "
+              "forward pass plus a backward pass to z. The backward pass of a convolution to its "
+              "input (weights are frozen) costs about one forward convolution, but attention "
+              "needs two matmuls backward per forward matmul (queries, keys and values all "
+              "depend on z), and the softmax, GroupNorm and SiLU backward passes are extra. The "
+              "lever left is a cheaper forward pass, which shortens both steps alike."]
     if not with_reference:
         lines += ["", "The reference was not measured: run with `--reference` from the bench "
                   "environment above."]
