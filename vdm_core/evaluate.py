@@ -344,6 +344,16 @@ def extension_section(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm) ->
     return table.markdown()
 
 
+def verdict(diff: Cell, higher_is_better: bool) -> str:
+    """Which method a paired difference (reconstruction - replacement) favours, by its interval."""
+    if diff.n < 2 or not math.isfinite(diff.lo):
+        return "too few samples"
+    if diff.lo <= 0 <= diff.hi:
+        return "no separable difference"
+    recon_better = (diff.lo > 0) == higher_is_better
+    return f"{'reconstruction' if recon_better else 'replacement'} better"
+
+
 def _paired_notes(paired: dict[tuple[float, str], list[dict[str, float]]],
                   weights: Sequence[float]) -> list[str]:
     """Per-sample differences reconstruction - replacement (same clips, same noise), per w."""
@@ -357,9 +367,11 @@ def _paired_notes(paired: dict[tuple[float, str], list[dict[str, float]]],
                 paired[(w, "replacement")], paired[(w, "reconstruction")], strict=True)])
             for key in ("seam_jump", "trajectory_error_px", "shape_persistence")
         }
-        lines.append(f"- w = {w:g}: seam jump {diffs['seam_jump'].text()}, trajectory error "
-                     f"{diffs['trajectory_error_px'].text()} px, shape kept "
-                     f"{diffs['shape_persistence'].text()}")
+        seam, error, shape = (diffs[key] for key in ("seam_jump", "trajectory_error_px",
+                                                     "shape_persistence"))
+        lines.append(f"- w = {w:g}: seam jump {seam.text()} ({verdict(seam, False)}), trajectory "
+                     f"error {error.text()} px ({verdict(error, False)}), shape kept "
+                     f"{shape.text()} ({verdict(shape, True)})")
     return lines + [""]
 
 
