@@ -206,7 +206,7 @@ class TemporalAttention(nn.Module):
     The bias is T5-style (one learned scalar per head and bucketed distance j - i) rather than
     Shaw's key/value embeddings: it depends only on relative distance, so it carries no absolute
     notion of time (the paper's reason for relative positions), it extends to 64 frames through
-    the log-spaced buckets, and as an additive mask it runs inside PyTorch's fused attention.
+    the log-spaced buckets, and it is one additive term on the attention scores (`attention`).
     """
 
     def __init__(self, channels: int, head_dim: int, num_buckets: int, max_distance: int):
