@@ -155,7 +155,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     (16 frames; 64 or 256 pixels) and many, where the fused kernel's backward pass, which
     reconstruction guidance needs, is several times slower than the plain matmuls.
     """
-    scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # scaling q: N x d, not N x N
     if bias is not None:
         scores = scores + bias
     return torch.softmax(scores, dim=-1).to(v.dtype) @ v
@@ -194,7 +194,10 @@ class SpatialAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape
         y = self.norm(x).permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)  # (BT, HW, C)
-        q, k, v = self.qkv(y).view(b * t, h * w, 3, self.heads, c // self.heads).unbind(2)
+        # reshape can return a strided view here; on one, nn.Linear runs as a batched matmul over a
+        # copied, batch-expanded weight (about 15% of a U-Net step), on a contiguous input as one.
+        qkv = self.qkv(y.contiguous()).view(b * t, h * w, 3, self.heads, c // self.heads)
+        q, k, v = qkv.unbind(2)  # each (BT, HW, heads, d)
         y = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         y = self.out(y.transpose(1, 2).reshape(b * t, h * w, c))
         return x + y.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
@@ -233,11 +236,11 @@ class TemporalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
         b, c, t, h, w = x.shape
-        y = self.norm(x).permute(0, 3, 4, 2, 1).reshape(b, h * w, t, c)  # (B, HW, T, C)
-        qkv = self.qkv(y).view(b, h * w, t, 3, self.heads, c // self.heads)
+        y = self.norm(x).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)  # (B HW, T, C)
+        qkv = self.qkv(y.contiguous()).view(b, h * w, t, 3, self.heads, c // self.heads)
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, HW, heads, T, d)
         y = attention(q, k, v, self.bias(t, allowed, x.device, q.dtype))
-        y = self.out(y.permute(0, 1, 3, 2, 4).reshape(b, h * w, t, c))
+        y = self.out(y.permute(0, 1, 3, 2, 4).reshape(b * h * w, t, c))  # (B HW, T, C)
         return x + y.view(b, h, w, t, c).permute(0, 4, 3, 1, 2)
 
 
