@@ -25,8 +25,6 @@ from vdm_core.samplers import sample
 from vdm_core.schedule import alpha_sigma
 
 COMMAND = "PYTHONPATH=. nice -n 10 .venv/bin/python scripts/oracle_report.py"
-FRAMES = SIX_FRAME_VIDEO
-UNCOND = MOVING_MEAN_VIDEO
 HIRES = GaussianVideo(num_frames=4, rho=0.9, std=1.0, mean=0.0, channels=1, height=4, width=4)
 TASKS = {"extension": [0, 1, 2], "interpolation": [0, 5]}
 SAMPLER_CONFIGS = [
@@ -77,15 +75,15 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def unconditional_section(n: int) -> str:
     """Mean / covariance of each sampler's samples vs the oracle (sec. 2 samplers)."""
     rows = []
-    draws = n * UNCOND.channels * UNCOND.height * UNCOND.width
-    lam = torch.linalg.eigvalsh(UNCOND.cov)
+    draws = n * MOVING_MEAN_VIDEO.channels * MOVING_MEAN_VIDEO.height * MOVING_MEAN_VIDEO.width
+    lam = torch.linalg.eigvalsh(MOVING_MEAN_VIDEO.cov)
     for name, kwargs in SAMPLER_CONFIGS:
         for num_steps in (32, 128, 512):
-            z, gen = _noise((n, *UNCOND.shape), seed=1)
-            x = sample(name, UNCOND.denoise, z, num_steps, generator=gen, **kwargs)
-            mean_err, cov = frame_moments(x, UNCOND.mu)
-            exact = UNCOND.sampler_covariance(name, num_steps, **kwargs)
-            q = torch.linalg.eigh(UNCOND.cov).eigenvectors
+            z, gen = _noise((n, *MOVING_MEAN_VIDEO.shape), seed=1)
+            x = sample(name, MOVING_MEAN_VIDEO.denoise, z, num_steps, generator=gen, **kwargs)
+            mean_err, cov = frame_moments(x, MOVING_MEAN_VIDEO.mu)
+            exact = MOVING_MEAN_VIDEO.sampler_covariance(name, num_steps, **kwargs)
+            q = torch.linalg.eigh(MOVING_MEAN_VIDEO.cov).eigenvectors
             mode_ratio = torch.diagonal(q.T @ exact @ q) / lam  # per eigenmode of Sigma
             se_mean = (torch.diagonal(exact) / draws).sqrt()
             rows.append(
@@ -93,9 +91,9 @@ def unconditional_section(n: int) -> str:
                     _label(name, kwargs),
                     str(num_steps),
                     f"{(mean_err.abs() / se_mean).max():.2f}",
-                    f"{(cov - UNCOND.cov).abs().max():.4f}",
+                    f"{(cov - MOVING_MEAN_VIDEO.cov).abs().max():.4f}",
                     f"{(cov - exact).abs().max():.4f}",
-                    f"{(exact - UNCOND.cov).abs().max():.4f}",
+                    f"{(exact - MOVING_MEAN_VIDEO.cov).abs().max():.4f}",
                     f"{mode_ratio.min():.3f}",
                 ]
             )
@@ -112,9 +110,10 @@ def unconditional_section(n: int) -> str:
     return "\n\n".join(
         [
             "## 1. Unconditional samplers",
-            f"{n} videos of shape (C, T, H, W) = {UNCOND.shape}: {draws} draws of the frame "
-            "vector. "
-            f"Mean `linspace(-0.5, 0.5)` over frames, rho = {UNCOND.rho}, std = {UNCOND.std}; "
+            f"{n} videos of shape (C, T, H, W) = {MOVING_MEAN_VIDEO.shape}: {draws} draws of "
+            "the frame vector. "
+            f"Mean `linspace(-0.5, 0.5)` over frames, rho = {MOVING_MEAN_VIDEO.rho}, "
+            f"std = {MOVING_MEAN_VIDEO.std}; "
             f"eigenvalues of Sigma {[round(v, 3) for v in lam.tolist()]}. "
             f"SE of a variance entry ~ sqrt(2 / {draws}) = {se_cov:.4f}. "
             "'exact sampler cov' is `GaussianVideo.sampler_covariance`: the covariance the sampler "
@@ -131,8 +130,8 @@ def unconditional_section(n: int) -> str:
 def guidance_accuracy_section(n: int) -> str:
     """One-step error of eq. 7 vs the exact E[x^b | z_t, x^a], as a function of log-SNR."""
     known = TASKS["extension"]
-    b = unknown_indices(FRAMES.num_frames, known)
-    x = FRAMES.sample(n, torch.Generator().manual_seed(2), dtype=torch.float64)
+    b = unknown_indices(SIX_FRAME_VIDEO.num_frames, known)
+    x = SIX_FRAME_VIDEO.sample(n, torch.Generator().manual_seed(2), dtype=torch.float64)
     eps, _ = _noise(x.shape, seed=3)
     obs = Observation.known_frames(known, x[:, :, known])
     rows = []
@@ -140,15 +139,16 @@ def guidance_accuracy_section(n: int) -> str:
         logsnr = torch.full((n,), logsnr_value, dtype=torch.float64)
         alpha, sigma = alpha_sigma(torch.tensor(logsnr_value, dtype=torch.float64))
         z = alpha * x + sigma * eps
-        exact = FRAMES.denoise_given_frames(z, logsnr, known, obs.frames)[:, :, b]
-        plain = FRAMES.denoise(z, logsnr)[:, :, b]
+        exact = SIX_FRAME_VIDEO.denoise_given_frames(z, logsnr, known, obs.frames)[:, :, b]
+        plain = SIX_FRAME_VIDEO.denoise(z, logsnr)[:, :, b]
         scale = (plain - exact).norm()
         errors = []
         for w_r in GUIDANCE_WEIGHTS:
             strategy = make_strategy("reconstruction", obs, w_r)
-            guided = strategy.x_hat(FRAMES.denoise, z, logsnr)[:, :, b]
+            guided = strategy.x_hat(SIX_FRAME_VIDEO.denoise, z, logsnr)[:, :, b]
             errors.append(f"{((guided - exact).norm() / scale):.3f}")
-        unit = make_strategy("reconstruction", obs, 1.0).x_hat(FRAMES.denoise, z, logsnr)[:, :, b]
+        unit = make_strategy("reconstruction", obs, 1.0).x_hat(SIX_FRAME_VIDEO.denoise, z,
+                                                               logsnr)[:, :, b]
         step = unit - plain  # the guidance term at w_r = 1
         best = ((exact - plain) * step).sum() / step.square().sum()
         best_err = (plain + best * step - exact).norm() / scale
@@ -174,13 +174,14 @@ def _conditional_samples(
     method: str, w_r: float, sampler: str, num_steps: int, obs: Observation
 ) -> torch.Tensor:
     """Samples given obs's known frames: a strategy by name, or "exact" E[x | z_t, x^a]."""
-    z, gen = _noise((obs.frames.shape[0], *FRAMES.shape), seed=5)
+    z, gen = _noise((obs.frames.shape[0], *SIX_FRAME_VIDEO.shape), seed=5)
     if method != "exact":
         strategy = make_strategy(method, obs, w_r)
-        return sample(sampler, FRAMES.denoise, z, num_steps, generator=gen, strategy=strategy)
+        return sample(sampler, SIX_FRAME_VIDEO.denoise, z, num_steps, generator=gen,
+                      strategy=strategy)
 
     def denoise(z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
-        return FRAMES.denoise_given_frames(z, logsnr, obs.frame_indices, obs.frames)
+        return SIX_FRAME_VIDEO.denoise_given_frames(z, logsnr, obs.frame_indices, obs.frames)
 
     return sample(sampler, denoise, z, num_steps, generator=gen)
 
@@ -188,22 +189,22 @@ def _conditional_samples(
 def conditional_section(n: int) -> str:
     """x^b | x^a sampling: replacement vs reconstruction guidance vs the exact conditional."""
     parts = ["## 2. Conditional sampling of unknown frames"]
-    x = FRAMES.sample(n, torch.Generator().manual_seed(4), dtype=torch.float64)
+    x = SIX_FRAME_VIDEO.sample(n, torch.Generator().manual_seed(4), dtype=torch.float64)
     methods = [("replacement", "replacement", 0.0)]
     methods += [(f"reconstruction w_r={w:g}", "reconstruction", w) for w in GUIDANCE_WEIGHTS]
     methods += [("exact E[x | z_t, x^a] (reference)", "exact", 0.0)]
     header = ["method", "sampler", "steps", "mean error", "variance error", "variance ratios"]
     for task, known in TASKS.items():
-        b = unknown_indices(FRAMES.num_frames, known)
+        b = unknown_indices(SIX_FRAME_VIDEO.num_frames, known)
         obs = Observation.known_frames(known, x[:, :, known])
-        cond_mean, cond_cov = FRAMES.conditional(known, obs.frames)
-        signal = (cond_mean - FRAMES.mu[:, b]).square().mean().sqrt()
+        cond_mean, cond_cov = SIX_FRAME_VIDEO.conditional(known, obs.frames)
+        signal = (cond_mean - SIX_FRAME_VIDEO.mu[:, b]).square().mean().sqrt()
         rows = []
         for label, method, w_r in methods:
             for sampler in ("ancestral", "pc"):
                 for num_steps in (32, 128):
                     out = _conditional_samples(method, w_r, sampler, num_steps, obs)
-                    errors = FRAMES.conditional_errors(known, obs.frames, out[:, :, b])
+                    errors = SIX_FRAME_VIDEO.conditional_errors(known, obs.frames, out[:, :, b])
                     ratios = " ".join(f"{r:.2f}" for r in errors.var_ratio.tolist())
                     row = [label, sampler, str(num_steps), f"{errors.mean_error:.3f}"]
                     rows.append([*row, f"{errors.var_error:.3f}", ratios])
@@ -286,7 +287,7 @@ def render(n: int) -> str:
         guidance_accuracy_section(n),
         lowres_section(n // 2),
     ]
-    draws = n * FRAMES.height * FRAMES.width
+    draws = n * SIX_FRAME_VIDEO.height * SIX_FRAME_VIDEO.width
     intro = "\n\n".join(
         [
             "# Samplers and conditioning vs a closed-form Gaussian oracle",
@@ -297,9 +298,10 @@ def render(n: int) -> str:
             "E[x | z_t] is exact, so every error below comes from the sampler or the conditioning "
             "method, not from a model. Samplers use the cosine log-SNR schedule on a uniform "
             "t grid, logsnr in [-20, 20], float64, fixed seeds.",
-            f"Conditional tasks use (C, T, H, W) = {FRAMES.shape}, rho = {FRAMES.rho}, "
-            f"std = {FRAMES.std}, mean 0 and {n} videos ({draws} independent draws of x^a, one "
-            "per pixel). 'mean error' = RMS over x^a ~ p and unknown frames of (sampler's "
+            f"Conditional tasks use (C, T, H, W) = {SIX_FRAME_VIDEO.shape}, "
+            f"rho = {SIX_FRAME_VIDEO.rho}, std = {SIX_FRAME_VIDEO.std}, mean 0 and {n} videos "
+            f"({draws} independent draws of x^a, one per pixel). 'mean error' = RMS over "
+            "x^a ~ p and unknown frames of (sampler's "
             "E[x^b | x^a] - analytic E[x^b | x^a]); 'variance ratios' = sampler Var[x^b | x^a] / "
             "analytic, per unknown frame; 'variance error' = their mean |ratio - 1|. Both are "
             "estimated by regressing the samples on x^a (`GaussianVideo.conditional_errors`; "

@@ -23,7 +23,6 @@ from vdm_core.samplers import SAMPLERS, Unguided, sample
 from vdm_core.schedule import alpha_sigma, eps_from_x
 
 # Strongly correlated frames (rho = 0.9), so frames 3..5 depend a lot on the known frames 0..2.
-ORACLE = SIX_FRAME_VIDEO
 KNOWN = [0, 1, 2]
 HIRES = GaussianVideo(num_frames=4, rho=0.9, std=1.0, mean=0.3, channels=1, height=4, width=4)
 
@@ -88,17 +87,18 @@ def test_cfg_sampling_shifts_the_oracle_mean():
 def test_reconstruction_guidance_is_eq7_for_the_oracle():
     """x_hat = mu + K (z - alpha mu) makes eq. 7 x~^b = x_hat^b + w_r alpha K_ba (x^a - x_hat^a)."""
     w_r = 3.0
-    z, _ = _draw((2, *ORACLE.shape), 3)
+    z, _ = _draw((2, *SIX_FRAME_VIDEO.shape), 3)
     x_a, _ = _draw((2, 1, 3, 2, 2), 4)
     logsnr = torch.tensor([-1.0, 2.0], dtype=torch.float64)
     obs = Observation.known_frames(KNOWN, x_a)
-    out = ReconstructionGuidance(obs, w_r).x_hat(ORACLE.denoise, z, logsnr)
-    x_hat = ORACLE.denoise(z, logsnr)
+    out = ReconstructionGuidance(obs, w_r).x_hat(SIX_FRAME_VIDEO.denoise, z, logsnr)
+    x_hat = SIX_FRAME_VIDEO.denoise(z, logsnr)
     alpha, sigma = alpha_sigma(logsnr)
     b = unknown_indices(6, KNOWN)
     for i in range(2):
         a2, s2 = alpha[i] ** 2, sigma[i] ** 2
-        gain = alpha[i] * ORACLE.cov @ torch.linalg.inv(a2 * ORACLE.cov + s2 * torch.eye(6))
+        cov = SIX_FRAME_VIDEO.cov
+        gain = alpha[i] * cov @ torch.linalg.inv(a2 * cov + s2 * torch.eye(6))
         resid = x_a[i] - x_hat[i][:, KNOWN]  # (C, K, H, W)
         step = w_r * alpha[i] * torch.einsum("ba,cahw->cbhw", gain[b][:, KNOWN], resid)
         torch.testing.assert_close(out[i][:, b], x_hat[i][:, b] + step)
@@ -113,7 +113,7 @@ def test_reconstruction_guidance_one_forward_one_backward_no_weight_grads():
         calls.append(z.requires_grad)
         return layer(z)
 
-    z, _ = _draw((2, *ORACLE.shape), 5)
+    z, _ = _draw((2, *SIX_FRAME_VIDEO.shape), 5)
     obs = Observation.known_frames(KNOWN, torch.zeros(2, 1, 3, 2, 2, dtype=torch.float64))
     with torch.no_grad():
         out = ReconstructionGuidance(obs, 2.0).x_hat(denoise, z, torch.zeros(2))
@@ -125,7 +125,7 @@ def test_reconstruction_guidance_w1_exact_at_low_noise_only():
     """Eq. 7 with w_r = 1 approximates Cov[x^a | z_t] by sigma^2/alpha^2 I: exact as logsnr -> inf,
     too weak when noise is high (Cov[x^a | z_t] -> Sigma_aa). Relative error =
     |x~^b - E[x^b | z, x^a]| / |x_hat^b - E[x^b | z, x^a]| (1 = as bad as no guidance)."""
-    x = ORACLE.sample(500, torch.Generator().manual_seed(6), dtype=torch.float64)
+    x = SIX_FRAME_VIDEO.sample(500, torch.Generator().manual_seed(6), dtype=torch.float64)
     eps, _ = _draw(x.shape, 7)
     obs = Observation.known_frames(KNOWN, x[:, :, KNOWN])
     b = unknown_indices(6, KNOWN)
@@ -134,9 +134,9 @@ def test_reconstruction_guidance_w1_exact_at_low_noise_only():
         logsnr = torch.full((500,), logsnr_value, dtype=torch.float64)
         alpha, sigma = alpha_sigma(logsnr_value * torch.ones((), dtype=torch.float64))
         z = alpha * x + sigma * eps
-        exact = ORACLE.denoise_given_frames(z, logsnr, KNOWN, obs.frames)[:, :, b]
-        guided = ReconstructionGuidance(obs, 1.0).x_hat(ORACLE.denoise, z, logsnr)[:, :, b]
-        plain = ORACLE.denoise(z, logsnr)[:, :, b]
+        exact = SIX_FRAME_VIDEO.denoise_given_frames(z, logsnr, KNOWN, obs.frames)[:, :, b]
+        guided = ReconstructionGuidance(obs, 1.0).x_hat(SIX_FRAME_VIDEO.denoise, z, logsnr)[:, :, b]
+        plain = SIX_FRAME_VIDEO.denoise(z, logsnr)[:, :, b]
         return ((guided - exact).norm() / (plain - exact).norm()).item()
 
     assert relative_error(10.0) < 0.01
@@ -144,13 +144,15 @@ def test_reconstruction_guidance_w1_exact_at_low_noise_only():
 
 
 def _conditional_errors(strategy_name, w_r, num_steps=64, n=2000):
-    x = ORACLE.sample(n, torch.Generator().manual_seed(8), dtype=torch.float64)
+    x = SIX_FRAME_VIDEO.sample(n, torch.Generator().manual_seed(8), dtype=torch.float64)
     obs = Observation.known_frames(KNOWN, x[:, :, KNOWN])
     z, gen = _draw(x.shape, 9)
     strategy = make_strategy(strategy_name, obs, w_r)
-    out = sample("ancestral", ORACLE.denoise, z, num_steps, generator=gen, strategy=strategy)
+    out = sample("ancestral", SIX_FRAME_VIDEO.denoise, z, num_steps, generator=gen,
+                 strategy=strategy)
     assert torch.equal(out[:, :, KNOWN], obs.frames)
-    return ORACLE.conditional_errors(KNOWN, obs.frames, out[:, :, unknown_indices(6, KNOWN)])
+    x_b = out[:, :, unknown_indices(6, KNOWN)]
+    return SIX_FRAME_VIDEO.conditional_errors(KNOWN, obs.frames, x_b)
 
 
 def test_reconstruction_guidance_beats_replacement():
@@ -172,20 +174,20 @@ def test_reconstruction_guidance_beats_replacement():
 
 def test_exact_conditional_denoiser_is_unbiased():
     """Control for the test above: sampling with the exact E[x | z_t, x^a] has no mean error."""
-    x = ORACLE.sample(2000, torch.Generator().manual_seed(8), dtype=torch.float64)
+    x = SIX_FRAME_VIDEO.sample(2000, torch.Generator().manual_seed(8), dtype=torch.float64)
     x_a = x[:, :, KNOWN]
     z, gen = _draw(x.shape, 9)
 
     def denoise(z, logsnr):
-        return ORACLE.denoise_given_frames(z, logsnr, KNOWN, x_a)
+        return SIX_FRAME_VIDEO.denoise_given_frames(z, logsnr, KNOWN, x_a)
 
     out = sample("ancestral", denoise, z, 64, generator=gen)
-    errors = ORACLE.conditional_errors(KNOWN, x_a, out[:, :, unknown_indices(6, KNOWN)])
+    errors = SIX_FRAME_VIDEO.conditional_errors(KNOWN, x_a, out[:, :, unknown_indices(6, KNOWN)])
     assert errors.mean_error < 0.05
 
 
 def test_replacement_resamples_known_latents_only():
-    z, gen = _draw((2, *ORACLE.shape), 10)
+    z, gen = _draw((2, *SIX_FRAME_VIDEO.shape), 10)
     x_a, _ = _draw((2, 1, 3, 2, 2), 11)
     obs = Observation.known_frames(KNOWN, x_a)
     out = Replacement(obs).replace(z, torch.full((2,), 12.0, dtype=torch.float64), gen)
