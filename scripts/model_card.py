@@ -5,8 +5,8 @@
 Measures the quality bar of the shipped model on held-out captions (EVAL_SEEDS): the pixel
 detector validated on ground-truth clips first, then caption match for w in {0, 1, 2, 4} (our
 version of the paper's Table 5), split by the number of objects in the caption, and motion
-statistics (centroid acceleration away from walls,
-colour presence, size constancy) of the samples, next to the same statistics of true clips.
+statistics (centroid acceleration away from walls, colour presence, size constancy) of the
+samples, next to the same statistics of true clips.
 """
 
 import argparse
