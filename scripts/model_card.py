@@ -12,7 +12,6 @@ samples, next to the same statistics of true clips.
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -21,16 +20,13 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from demo.validation import DEFAULT_STEPS  # noqa: E402
-from vdm_core.data import EVAL_SEEDS, world_clip  # noqa: E402
-from vdm_core.detect import caption_match, validate_detector  # noqa: E402
-from vdm_core.evaluate import wilson  # noqa: E402
-from vdm_core.metrics import motion_stats  # noqa: E402
-from vdm_core.pipeline import VideoDiffusionPipeline  # noqa: E402
-from vdm_core.video_io import frame_strip  # noqa: E402
+from demo.validation import DEFAULT_STEPS
+from vdm_core.data import EVAL_SEEDS, world_clip
+from vdm_core.detect import caption_match, validate_detector
+from vdm_core.evaluate import wilson
+from vdm_core.metrics import motion_stats
+from vdm_core.pipeline import VideoDiffusionPipeline
+from vdm_core.video_io import frame_strip
 
 WEIGHTS = (0.0, 1.0, 2.0, 4.0)
 CAPTION_SEEDS = EVAL_SEEDS[128:]  # a block of held-out seeds no other report uses for captions
@@ -94,10 +90,10 @@ def main(argv=None) -> None:
 
     loss_curve(model_dir / "training_log.jsonl", model_dir / "loss_curve.png")
     pipe = VideoDiffusionPipeline.from_pretrained(model_dir)
-    clips = [world_clip(s, 1) for s in CAPTION_SEEDS[:args.samples]]
+    clips = [world_clip(s, 16) for s in CAPTION_SEEDS[:args.samples]]
     captions = [c.caption for c in clips]
     counts = [len(c.scene.objects) for c in clips]
-    truth = [world_clip(s, 16).frames for s in CAPTION_SEEDS[:args.samples]]
+    truth = [c.frames for c in clips]
 
     detector = validate_detector()
     rows, best = [], None

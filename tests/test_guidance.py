@@ -95,9 +95,9 @@ def test_reconstruction_guidance_is_eq7_for_the_oracle():
     x_hat = SIX_FRAME_VIDEO.denoise(z, logsnr)
     alpha, sigma = alpha_sigma(logsnr)
     b = unknown_indices(6, KNOWN)
+    cov = SIX_FRAME_VIDEO.cov
     for i in range(2):
         a2, s2 = alpha[i] ** 2, sigma[i] ** 2
-        cov = SIX_FRAME_VIDEO.cov
         gain = alpha[i] * cov @ torch.linalg.inv(a2 * cov + s2 * torch.eye(6))
         resid = x_a[i] - x_hat[i][:, KNOWN]  # (C, K, H, W)
         step = w_r * alpha[i] * torch.einsum("ba,cahw->cbhw", gain[b][:, KNOWN], resid)
