@@ -101,6 +101,49 @@ def test_torchrun_ddp_on_cpu_keeps_ranks_identical(tmp_path):
     assert result["moved"] > 0
 
 
+@pytest.mark.slow
+def test_data_workers_train_the_same_weights_and_resume_exactly(tmp_path):
+    steps = 6
+    inline = run_train(tmp_path / "inline", steps)
+    assert inline.wait(timeout=300) == 0, inline.stdout.read()
+    first = run_train(tmp_path / "workers", steps // 2, "--workers", "2")
+    assert first.wait(timeout=300) == 0, first.stdout.read()
+    resumed = run_train(tmp_path / "workers", steps, "--workers", "2")
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    assert f"at step {steps // 2}" in out
+
+    a, b = final_state(tmp_path / "inline"), final_state(tmp_path / "workers")
+    assert a["step"] == b["step"] == steps
+    for key in a["model"]:
+        torch.testing.assert_close(b["model"][key], a["model"][key], rtol=0, atol=1e-6)
+        torch.testing.assert_close(b["ema"][key], a["ema"][key], rtol=0, atol=1e-6)
+
+
+def test_group_sigterm_with_data_workers_saves_a_checkpoint(tmp_path):
+    cmd = [sys.executable, "-m", "vdm_core.train", "--out-dir", str(tmp_path), "--steps", "10000",
+           *TINY, "--workers", "2", "--ckpt-minutes", "1000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    log = tmp_path / "log.jsonl"
+    while (not log.exists() or len(log.read_text().splitlines()) < 2) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)  # as `timeout` and Ctrl-C do: workers get it too
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out
+    assert "checkpoint saved" in out
+    assert checkpoint_step(tmp_path) >= 2
+
+
+def test_workers_refuse_a_video_folder(tmp_path):
+    proc = run_train(tmp_path / "run", 1, "--data", str(tmp_path), "--image-frames", "0",
+                     "--workers", "2")
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0
+    assert "--workers renders the procedural world" in out
+
+
 def test_train_on_a_video_folder(tmp_path):
     from vdm_core.video_io import write_mp4
 

@@ -365,11 +365,16 @@ class WorldStream(Iterator[Batch]):
         return self
 
     def __next__(self) -> Batch:
-        seeds = training_seeds(self.seed, self.batch_index, self.batch_size)
+        batch = self.batch_at(self.batch_index)
+        self.batch_index += 1
+        return batch
+
+    def batch_at(self, index: int) -> Batch:
+        """Batch number `index` of this stream (a pure function of seed and index)."""
+        seeds = training_seeds(self.seed, index, self.batch_size)
         examples = [
             _training_example(int(s), self.num_frames, self.image_frames, self.size) for s in seeds
         ]
-        self.batch_index += 1
         return Batch(
             video=torch.stack([video for video, _ in examples]),
             captions=[text for _, text in examples],

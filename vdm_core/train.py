@@ -7,6 +7,8 @@ at least every `ckpt_minutes` and on SIGTERM/SIGINT; rerunning the same command 
 (model, optimizer, EMA, RNG states and data-stream position). On a new machine without the
 checkpoint, `--init-from assets/model` starts from the shipped EMA weights (fresh optimizer).
 `torchrun --nproc_per_node=N` runs data-parallel (DDP; NCCL on GPU, gloo on CPU).
+`--workers N` renders the world's batches and encodes their captions in N background processes
+(for a GPU, whose steps outrun one CPU core); batches, order and resume stay exactly the same.
 """
 
 import argparse
@@ -61,6 +63,7 @@ class TrainConfig:
     export_dir: str = ""
     init_from: str = ""
     threads: int = 0
+    workers: int = 0
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -92,6 +95,51 @@ def make_stream(cfg: TrainConfig, image_size: int, rank: int):
     return VideoFolderStream(cfg.data, batch_size=cfg.batch_size, num_frames=cfg.num_frames,
                              size=image_size, frame_skip=cfg.frame_skip,
                              seed=cfg.seed * 1000 + rank)
+
+
+class _EncodedWorldBatches(torch.utils.data.Dataset):
+    """Batches start, start + 1, ... of a WorldStream with their captions' token states, so that
+    DataLoader workers can render and encode them ahead of the training step."""
+
+    def __init__(self, stream, start: int, count: int) -> None:
+        self.stream, self.start, self.count = stream, start, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int):
+        from .text import get_text_encoder
+
+        batch = self.stream.batch_at(self.start + i)
+        states, mask = get_text_encoder().encode(batch.captions)
+        return batch, states, mask
+
+
+def _init_worker(_worker_id: int) -> None:
+    """One thread per worker; SIGTERM/SIGINT sent to the whole process group (Ctrl-C, `timeout`)
+    are left to the main process, which finishes its step and checkpoints before it exits."""
+    torch.set_num_threads(1)
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
+
+
+def encoded_batches(stream, cfg: TrainConfig, remaining: int, pin_memory: bool):
+    """Yield (batch, states, mask) for the next `remaining` batches of `stream`, advancing its
+    position as each one is consumed (so a checkpoint taken between steps resumes exactly)."""
+    from .text import get_text_encoder
+
+    if not cfg.workers:
+        encoder = get_text_encoder()
+        for batch in stream:
+            yield (batch, *encoder.encode(batch.captions))
+        return
+    loader = torch.utils.data.DataLoader(
+        _EncodedWorldBatches(stream, stream.batch_index, remaining), batch_size=None,
+        num_workers=cfg.workers, worker_init_fn=_init_worker, prefetch_factor=4,
+        pin_memory=pin_memory, multiprocessing_context="spawn")  # no fork of a CUDA process
+    for item in loader:
+        stream.batch_index += 1
+        yield item
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -148,6 +196,10 @@ def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
     """Run (or resume) training; returns the trained (non-EMA) model."""
     if cfg.weighting not in WEIGHTINGS:
         raise ValueError(f"--weighting must be one of {WEIGHTINGS}")
+    if cfg.workers < 0:
+        raise ValueError("--workers must be >= 0")
+    if cfg.workers and cfg.data != "world":
+        raise ValueError("--workers renders the procedural world; use --workers 0 with a folder")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -191,9 +243,9 @@ def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
             print(f"resumed from {ckpt_path} at step {step}", flush=True)
     net = DistributedDataParallel(model) if distributed else model
 
-    from .text import get_text_encoder
-
-    encoder = get_text_encoder()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    batches = encoded_batches(stream, cfg, max(1, cfg.steps - step), device.type == "cuda")
     stop = {"signal": None}
 
     def on_signal(signum, _frame):
@@ -222,9 +274,8 @@ def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
     try:
         while step < cfg.steps and stop["signal"] is None:
             t0 = time.time()
-            batch = next(stream)
+            batch, states, mask = next(batches)  # states (B, L, 384), mask (B, L)
             x = batch.video.to(device)  # (B, C, T + N, H, W)
-            states, mask = encoder.encode(batch.captions)
             drop = torch.rand(x.shape[0], generator=generator) < cfg.cond_drop
             mask = mask & ~drop[:, None]
             n_video = torch.full((x.shape[0],), batch.num_video_frames, dtype=torch.long)
