@@ -11,7 +11,6 @@ samples, next to the same statistics of true clips.
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -33,26 +32,63 @@ CAPTION_SEEDS = EVAL_SEEDS[128:]  # a block of held-out seeds no other report us
 MOTION_KEYS = ("acceleration", "presence", "area_cv", "shape_consistency")
 
 
-def loss_curve(log_path: Path, out: Path) -> None:
-    """Plot the training loss (raw and a running mean) against the step."""
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def training_phases(model_dir: Path) -> list[dict]:
+    """The phases that trained these weights (training_state.json's history, then its own)."""
+    state = json.loads((model_dir / "training_state.json").read_text())
+    return [*state.get("history", []), {k: v for k, v in state.items() if k != "history"}]
+
+
+def loss_curve(model_dir: Path, phases: list[dict], out: Path) -> None:
+    """Plot the training loss of every phase against the number of training clips seen (phases
+    may differ in batch size), with a running mean per phase."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    steps = np.array([r["step"] for r in records])
-    loss = np.array([r["loss"] for r in records])
-    k = min(25, len(loss))
-    smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+    earlier = model_dir / "training_log_earlier.jsonl"
+    records = read_jsonl(earlier) if earlier.exists() else []
+    records += [{**r, "phase": len(phases) - 1}
+                for r in read_jsonl(model_dir / "training_log.jsonl")]
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=120)
-    ax.plot(steps, loss, color="#bbb", lw=0.8, label="loss (10-step mean)")
-    ax.plot(steps[k - 1:], smooth, color="#c0392b", lw=1.5, label=f"running mean of {k}")
-    ax.set(xlabel="step", ylabel="min-SNR weighted loss", yscale="log")
-    ax.legend()
+    offset = 0
+    for i, phase in enumerate(phases):
+        batch = phase["train_config"]["batch_size"]
+        rows = [r for r in records if r["phase"] == i]
+        clips = (offset + np.array([r["step"] for r in rows]) * batch) / 1000
+        loss = np.array([r["loss"] for r in rows])
+        k = min(25, len(loss))
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(clips, loss, color="#bbb", lw=0.8)
+        ax.plot(clips[k - 1:], smooth, lw=1.5,
+                label=f"phase {i + 1}: {phase['hardware']}, batch {batch}")
+        offset += phase["step"] * batch
+    ax.set(xlabel="training clips seen (thousands)", ylabel="min-SNR weighted loss",
+           yscale="log")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
+
+
+def describe_phases(phases: list[dict]) -> str:
+    """One markdown bullet per training phase: command, steps, clips, wall time, hardware."""
+    lines = []
+    for i, phase in enumerate(phases):
+        tc = phase["train_config"]
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in tc.items()
+                         if k in ("steps", "batch_size", "lr", "weighting", "init_from",
+                                  "workers") and v not in ("", 0))
+        wall = phase["wall_time_s"]
+        wall_text = f"{wall / 3600:.1f} h" if wall >= 3600 else f"{wall / 60:.0f} min"
+        lines.append(f"- Phase {i + 1}: {phase['step']:,} steps x {tc['batch_size']} clips = "
+                     f"{phase['step'] * tc['batch_size']:,} clips in {wall_text} of training "
+                     f"steps on {phase['hardware']}; `vdm-train {flags}`")
+    return "\n".join(lines)
 
 
 def sample_batches(pipe, captions, w, steps, batch, seed):
@@ -85,10 +121,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     model_dir = Path(args.model)
-    state = json.loads((model_dir / "training_state.json").read_text())
+    phases = training_phases(model_dir)
+    total_steps = sum(phase["step"] for phase in phases)
+    total_clips = sum(phase["step"] * phase["train_config"]["batch_size"] for phase in phases)
     t0 = time.time()
 
-    loss_curve(model_dir / "training_log.jsonl", model_dir / "loss_curve.png")
+    loss_curve(model_dir, phases, model_dir / "loss_curve.png")
     pipe = VideoDiffusionPipeline.from_pretrained(model_dir)
     clips = [world_clip(s, 16) for s in CAPTION_SEEDS[:args.samples]]
     captions = [c.caption for c in clips]
@@ -112,10 +150,7 @@ def main(argv=None) -> None:
     Image.fromarray(np.concatenate(grid, axis=0)).save(model_dir / "samples.png")
     cfg = pipe.config
     n_params = sum(p.numel() for p in pipe.model.parameters())
-    tc = state["train_config"]
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in tc.items()
-                     if k in ("steps", "batch_size", "lr", "image_frames", "weighting",
-                              "ema_decay", "cond_drop", "out_dir", "export_dir"))
+    tc = phases[-1]["train_config"]
     n_counts = sorted(set(counts))
     row = ("| {} | {} | {} | {acceleration:.2f} | {presence:.2f} | {area_cv:.2f} | "
            "{shape_consistency:.2f} |")
@@ -138,17 +173,18 @@ A {n_params / 1e6:.1f}M-parameter factorized 3D U-Net (Ho et al. 2022, sec. 3) t
 scratch on CPU on the procedural bouncing-shapes world (`vdm_core/data.py`), 16 frames of 32x32,
 text-conditioned through all-MiniLM-L6-v2 with attention pooling. EMA weights, float16.
 
-{status} {state['step']:,} training steps so far (training continues across sessions;
-this card is regenerated with `python scripts/model_card.py` after each export).
+{status} {total_steps:,} training steps ({total_clips:,} clips) so far; training continues
+across sessions and this card is regenerated with `python scripts/model_card.py` after each export.
 
 ## Training
-- Command: `vdm-train {flags}` (resumed with the same command after interruptions)
-- Steps: {state['step']:,}; wall time {state['wall_time_s'] / 3600:.1f} h of training steps on
-  {platform.processor() or platform.machine()} with 2 CPU threads (shared with other work)
+Each phase resumed the previous one's weights (`--init-from`, fresh optimizer) and was itself
+resumed with the same command after interruptions; runs on CPU used 2 threads shared with other
+work, runs on a GPU rendered data in `--workers` background processes.
+{describe_phases(phases)}
 - Model: base {cfg.base_channels} channels, multipliers {list(cfg.channel_mults)},
   {cfg.num_res_blocks} res block per level, spatial + temporal attention at
   {list(cfg.attn_resolutions)} px, head dim {cfg.head_dim}, {cfg.parameterization}-prediction
-- Recipe: AdamW (lr {tc['lr']}, warmup {tc['warmup_steps']}), batch {tc['batch_size']} clips of
+- Recipe: AdamW (lr {tc['lr']}, warmup {tc['warmup_steps']}), clips of
   {tc['num_frames']} frames + {tc['image_frames']} independent image frames (joint video-image
   training), {tc['weighting']} loss weighting, conditioning dropout {tc['cond_drop']}, EMA
   {tc['ema_decay']}, bf16 autocast, gradient clipping {tc['grad_clip']}

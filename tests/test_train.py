@@ -136,6 +136,24 @@ def test_group_sigterm_with_data_workers_saves_a_checkpoint(tmp_path):
     assert checkpoint_step(tmp_path) >= 2
 
 
+def test_init_from_keeps_the_record_of_earlier_phases(tmp_path):
+    exports = [tmp_path / f"export{i}" for i in range(3)]
+    for i, steps in enumerate((3, 2, 1)):
+        init = ["--init-from", str(exports[i - 1])] if i else []
+        proc = run_train(tmp_path / f"run{i}", steps, "--export-dir", str(exports[i]), *init)
+        out = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, out
+
+    state = json.loads((exports[2] / "training_state.json").read_text())
+    assert state["step"] == 1
+    assert [phase["step"] for phase in state["history"]] == [3, 2]
+    assert state["history"][1]["train_config"]["init_from"] == str(exports[0])
+    assert all("CPU" in phase["hardware"] for phase in [*state["history"], state])
+    earlier = [json.loads(ln) for ln in
+               (exports[2] / "training_log_earlier.jsonl").read_text().splitlines()]
+    assert [(r["phase"], r["step"]) for r in earlier] == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2)]
+
+
 def test_workers_refuse_a_video_folder(tmp_path):
     proc = run_train(tmp_path / "run", 1, "--data", str(tmp_path), "--image-frames", "0",
                      "--workers", "2")

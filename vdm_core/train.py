@@ -16,6 +16,7 @@ import copy
 import json
 import math
 import os
+import platform
 import shutil
 import signal
 import time
@@ -34,6 +35,7 @@ from .unet3d import UNet3D, UNetConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
+EARLIER_LOG_NAME = "training_log_earlier.jsonl"
 
 
 @dataclass
@@ -183,6 +185,38 @@ def load_checkpoint(path: Path, model, ema, opt, stream, generator) -> dict:
     return ckpt
 
 
+def describe_hardware(device: torch.device) -> str:
+    """What trains: the GPU's name, or the CPU and its torch thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def earlier_phases(init_dir: Path) -> list[dict]:
+    """The training phases behind --init-from's weights (its training_state.json, if any): the
+    ones before it, then its own, so a model trained in phases (CPU, then GPU) keeps its record."""
+    path = init_dir / "training_state.json"
+    if not path.exists():
+        return []
+    state = json.loads(path.read_text())
+    return [*state.get("history", []), {k: v for k, v in state.items() if k != "history"}]
+
+
+def write_earlier_log(init_dir: Path, path: Path) -> None:
+    """Carry --init-from's loss log(s) along, each line tagged with its phase number."""
+    lines = []
+    earlier = init_dir / EARLIER_LOG_NAME
+    if earlier.exists():
+        lines += [ln for ln in earlier.read_text().splitlines() if ln.strip()]
+    phase = len(earlier_phases(init_dir)) - 1
+    own = init_dir / "training_log.jsonl"
+    if own.exists() and phase >= 0:
+        lines += [json.dumps({**json.loads(ln), "phase": phase})
+                  for ln in own.read_text().splitlines() if ln.strip()]
+    if lines:
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
 def truncate_log(log_path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be redone)."""
     if not log_path.exists():
@@ -229,20 +263,26 @@ def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
                             weight_decay=cfg.weight_decay)
+    history = []  # the training phases before this run (from --init-from's training_state.json)
     if cfg.init_from and not ckpt_path.exists():
         init = UNet3D.from_pretrained(cfg.init_from)
         if init.config != model_cfg:
             raise ValueError(f"--init-from {cfg.init_from} holds a different model config")
         model.load_state_dict(init.state_dict())
         ema.load_state_dict(init.state_dict())
+        history = earlier_phases(Path(cfg.init_from))
+        if rank == 0:
+            write_earlier_log(Path(cfg.init_from), out / EARLIER_LOG_NAME)
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, model, ema, opt, stream, generator)
         step, wall = ckpt["step"], ckpt["wall_time"]
+        history = ckpt.get("history", [])
         if rank == 0:
             truncate_log(log_path, step)
             print(f"resumed from {ckpt_path} at step {step}", flush=True)
     net = DistributedDataParallel(model) if distributed else model
 
+    hardware = describe_hardware(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     batches = encoded_batches(stream, cfg, max(1, cfg.steps - step), device.type == "cuda")
@@ -260,13 +300,17 @@ def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
                      "opt": opt.state_dict(), "stream": stream.state_dict(),
                      "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                      "step": step, "wall_time": wall, "train_config": asdict(cfg),
-                     "model_config": json.loads(model_cfg.to_json())}, ckpt_path)
+                     "model_config": json.loads(model_cfg.to_json()), "history": history},
+                    ckpt_path)
         if cfg.export_dir:
             ema.save_pretrained(cfg.export_dir, dtype=torch.float16)
-            state = {"step": step, "wall_time_s": round(wall), "train_config": asdict(cfg)}
+            state = {"step": step, "wall_time_s": round(wall), "hardware": hardware,
+                     "train_config": asdict(cfg), "history": history}
             Path(cfg.export_dir, "training_state.json").write_text(json.dumps(state, indent=2))
-            if log_path.exists():
-                shutil.copyfile(log_path, Path(cfg.export_dir, "training_log.jsonl"))
+            for name, target in ((LOG_NAME, "training_log.jsonl"),
+                                 (EARLIER_LOG_NAME, EARLIER_LOG_NAME)):
+                if (out / name).exists():
+                    shutil.copyfile(out / name, Path(cfg.export_dir, target))
 
     bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, desc="train",
                mininterval=1.0 if os.isatty(2) else 60.0)
@@ -318,6 +362,7 @@ def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
                       flush=True)
     finally:
         bar.close()
+        batches.close()  # stops any data workers while the interpreter is whole
         for s, h in handlers.items():
             signal.signal(s, h)
     if distributed:
