@@ -28,13 +28,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from perf_docs import DOCS, write_section
+
+from demo.runtime import num_threads
+from demo.validation import DEFAULT_STEPS
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from perf_docs import DOCS, write_section  # noqa: E402
-
-from demo.runtime import num_threads  # noqa: E402
-from demo.validation import DEFAULT_STEPS  # noqa: E402
 
 START, END = "<!-- app:start -->", "<!-- app:end -->"
 TARGET_CLIP_S = 5.0

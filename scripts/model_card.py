@@ -165,12 +165,14 @@ def main(argv=None) -> None:
     verdict = ("meets the caption-match bar" if best[1].mean >= 0.8 and args.samples >= 64 else
                "below the caption-match bar" if best[1].mean < 0.8 else
                "caption-match bar not judged (fewer than 64 samples)")
-    status = (f"**Status: {verdict}** ({best[1].mean:.0%} of {args.samples} at w = {best[0]:g}; "
-              "target >= 80% on >= 64 samples).")
+    matched = round(best[1].mean * args.samples)
+    status = (f"**Status: {verdict}** ({matched}/{args.samples} = {best[1].mean:.0%} at "
+              f"w = {best[0]:g}; target >= 80% on >= 64 samples).")
     card = f"""# Model card: Video Diffusion Explorer, bouncing-shapes text-to-video
 
 A {n_params / 1e6:.1f}M-parameter factorized 3D U-Net (Ho et al. 2022, sec. 3) trained from
-scratch on CPU on the procedural bouncing-shapes world (`vdm_core/data.py`), 16 frames of 32x32,
+scratch on {" then ".join(dict.fromkeys(p["hardware"] for p in phases))} (phases below) on the
+procedural bouncing-shapes world (`vdm_core/data.py`), 16 frames of 32x32,
 text-conditioned through all-MiniLM-L6-v2 with attention pooling. EMA weights, float16.
 
 {status} {total_steps:,} training steps ({total_clips:,} clips) so far; training continues

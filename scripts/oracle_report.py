@@ -75,7 +75,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def unconditional_section(n: int) -> str:
     """Mean / covariance of each sampler's samples vs the oracle (sec. 2 samplers)."""
     rows = []
-    draws = n * MOVING_MEAN_VIDEO.channels * MOVING_MEAN_VIDEO.height * MOVING_MEAN_VIDEO.width
+    draws = n * MOVING_MEAN_VIDEO.chains
     lam = torch.linalg.eigvalsh(MOVING_MEAN_VIDEO.cov)
     for name, kwargs in SAMPLER_CONFIGS:
         for num_steps in (32, 128, 512):
@@ -287,7 +287,7 @@ def render(n: int) -> str:
         guidance_accuracy_section(n),
         lowres_section(n // 2),
     ]
-    draws = n * SIX_FRAME_VIDEO.height * SIX_FRAME_VIDEO.width
+    draws = n * SIX_FRAME_VIDEO.chains
     intro = "\n\n".join(
         [
             "# Samplers and conditioning vs a closed-form Gaussian oracle",

@@ -83,7 +83,7 @@ def test_sampler_matches_oracle_mean_and_covariance(name, kwargs):
     x = sample(name, MOVING_MEAN_VIDEO.denoise, z, num_steps, generator=gen, **kwargs)
     mean_err, cov_hat = frame_moments(x, MOVING_MEAN_VIDEO.mu)
     expected = MOVING_MEAN_VIDEO.sampler_covariance(name, num_steps, **kwargs)
-    draws = n * MOVING_MEAN_VIDEO.channels * MOVING_MEAN_VIDEO.height * MOVING_MEAN_VIDEO.width
+    draws = n * MOVING_MEAN_VIDEO.chains
     var = torch.diagonal(expected)
     assert (mean_err.abs() / (var / draws).sqrt()).max() < 5.0
     se_cov = ((var[:, None] * var[None, :] + expected**2) / draws).sqrt()

@@ -548,11 +548,14 @@ SECTION_FNS = {
 
 
 def _model_step(path: Path) -> str:
-    """The training step recorded next to the weights, if any."""
+    """The training steps recorded next to the weights (summed over all training phases)."""
     state = path / "training_state.json"
     if not state.is_file():
         return "unknown"
-    return str(json.loads(state.read_text()).get("step", "unknown"))
+    record = json.loads(state.read_text())
+    if "step" not in record:
+        return "unknown"
+    return str(record["step"] + sum(phase["step"] for phase in record.get("history", [])))
 
 
 def _display(path: Path) -> str:

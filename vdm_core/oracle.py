@@ -50,6 +50,11 @@ class GaussianVideo:
         return (self.channels, self.num_frames, self.height, self.width)
 
     @property
+    def chains(self) -> int:
+        """Independent AR(1) chains in one video (one per channel and pixel): C * H * W."""
+        return self.channels * self.height * self.width
+
+    @property
     def mu(self) -> torch.Tensor:
         """The mean video, (C, T, H, W) float64."""
         return torch.as_tensor(self.mean, dtype=torch.float64).expand(self.shape).clone()
