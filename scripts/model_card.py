@@ -25,6 +25,7 @@ from vdm_core.detect import caption_match, validate_detector
 from vdm_core.evaluate import wilson
 from vdm_core.metrics import motion_stats
 from vdm_core.pipeline import VideoDiffusionPipeline
+from vdm_core.train import training_phases
 from vdm_core.video_io import frame_strip
 
 WEIGHTS = (0.0, 1.0, 2.0, 4.0)
@@ -34,12 +35,6 @@ MOTION_KEYS = ("acceleration", "presence", "area_cv", "shape_consistency")
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def training_phases(model_dir: Path) -> list[dict]:
-    """The phases that trained these weights (training_state.json's history, then its own)."""
-    state = json.loads((model_dir / "training_state.json").read_text())
-    return [*state.get("history", []), {k: v for k, v in state.items() if k != "history"}]
 
 
 def loss_curve(model_dir: Path, phases: list[dict], out: Path) -> None:

@@ -18,7 +18,6 @@ clips come from `data.EVAL_SEEDS`, which the training stream never produces.
 """
 
 import argparse
-import json
 import math
 import platform
 import time
@@ -549,13 +548,10 @@ SECTION_FNS = {
 
 def _model_step(path: Path) -> str:
     """The training steps recorded next to the weights (summed over all training phases)."""
-    state = path / "training_state.json"
-    if not state.is_file():
-        return "unknown"
-    record = json.loads(state.read_text())
-    if "step" not in record:
-        return "unknown"
-    return str(record["step"] + sum(phase["step"] for phase in record.get("history", [])))
+    from .train import training_phases
+
+    phases = training_phases(path)
+    return str(sum(phase["step"] for phase in phases)) if phases else "unknown"
 
 
 def _display(path: Path) -> str:

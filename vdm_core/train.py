@@ -192,23 +192,22 @@ def describe_hardware(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-def earlier_phases(init_dir: Path) -> list[dict]:
-    """The training phases behind --init-from's weights (its training_state.json, if any): the
-    ones before it, then its own, so a model trained in phases (CPU, then GPU) keeps its record."""
-    path = init_dir / "training_state.json"
+def training_phases(model_dir: Path) -> list[dict]:
+    """The training phases behind exported weights (their training_state.json, if any): the
+    earlier ones, then their own, so a model trained in phases (CPU, then GPU) keeps its record."""
+    path = Path(model_dir) / "training_state.json"
     if not path.exists():
         return []
     state = json.loads(path.read_text())
     return [*state.get("history", []), {k: v for k, v in state.items() if k != "history"}]
 
 
-def write_earlier_log(init_dir: Path, path: Path) -> None:
-    """Carry --init-from's loss log(s) along, each line tagged with its phase number."""
+def write_earlier_log(init_dir: Path, phase: int, path: Path) -> None:
+    """Carry --init-from's loss log(s) along; its own lines are tagged with `phase`, its last."""
     lines = []
     earlier = init_dir / EARLIER_LOG_NAME
     if earlier.exists():
         lines += [ln for ln in earlier.read_text().splitlines() if ln.strip()]
-    phase = len(earlier_phases(init_dir)) - 1
     own = init_dir / "training_log.jsonl"
     if own.exists() and phase >= 0:
         lines += [json.dumps({**json.loads(ln), "phase": phase})
@@ -270,9 +269,9 @@ def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
             raise ValueError(f"--init-from {cfg.init_from} holds a different model config")
         model.load_state_dict(init.state_dict())
         ema.load_state_dict(init.state_dict())
-        history = earlier_phases(Path(cfg.init_from))
+        history = training_phases(Path(cfg.init_from))
         if rank == 0:
-            write_earlier_log(Path(cfg.init_from), out / EARLIER_LOG_NAME)
+            write_earlier_log(Path(cfg.init_from), len(history) - 1, out / EARLIER_LOG_NAME)
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, model, ema, opt, stream, generator)
         step, wall = ckpt["step"], ckpt["wall_time"]
