@@ -6,6 +6,8 @@ import torch
 from vdm_core.unet3d import (
     UNet3D,
     UNetConfig,
+    backprop_frames,
+    packed_attention,
     relative_position_bucket,
     temporal_attention_mask,
 )
@@ -25,6 +27,66 @@ def inputs(b: int, t: int, seed: int = 1):
     states = torch.randn(b, 5, 384, generator=g)  # (B, L, D)
     mask = torch.ones(b, 5, dtype=torch.bool)
     return z, torch.zeros(b), states, mask
+
+
+def plain_attention(qkv: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v by plain autograd ops, the definition."""
+    q, k, v = qkv.movedim(-3, 0).transpose(-3, -2)  # each (..., heads, N, d)
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    if bias is not None:
+        scores = scores + bias
+    out = torch.softmax(scores, dim=-1) @ v  # (..., heads, N, d)
+    return out.transpose(-3, -2).flatten(-2)
+
+
+@pytest.mark.parametrize("lead, bias_shape", [((3,), None), ((2, 3), (2, 1, 2, 5, 5)),
+                                              ((2, 3), (1, 1, 2, 5, 5))])
+def test_packed_attention_matches_definition_and_its_gradients(lead, bias_shape):
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(*lead, 5, 3, 2, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = None
+    if bias_shape is not None:
+        bias = torch.randn(bias_shape, generator=g, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(packed_attention(qkv, bias), plain_attention(qkv, bias))
+    assert torch.autograd.gradcheck(packed_attention, (qkv, bias))
+
+
+def test_packed_attention_with_blocked_keys():
+    qkv = torch.randn(2, 4, 3, 1, 8, dtype=torch.float64, requires_grad=True)  # (B, N, 3, h, d)
+    allowed = temporal_attention_mask(4, torch.tensor([2, 4]), "cpu")  # (B, N, N)
+    bias = torch.zeros(2, 1, 4, 4, dtype=torch.float64).masked_fill(~allowed[:, None], -torch.inf)
+    out = packed_attention(qkv, bias)
+    torch.testing.assert_close(out, plain_attention(qkv, bias))
+    (grad,) = torch.autograd.grad(out[0, 0].sum(), qkv)  # sample 0, frame 0 sees frames 0, 1
+    assert grad[0, 2:].abs().max() == 0 and grad[0, :2].abs().max() > 0
+
+
+def test_backprop_frames_keeps_outputs_and_their_gradients(randomized_unet):
+    # attention only at 4x4: the 8x8 up stages and the output layers form the per-frame tail
+    cfg = UNetConfig(base_channels=16, channel_mults=(1, 2), attn_resolutions=(4,), head_dim=8,
+                     image_size=8, text_heads=2)
+    model = randomized_unet(cfg).requires_grad_(False)
+    assert 0 < model.tail < len(model.up)
+    z, logsnr, states, mask = inputs(2, 6)
+    known = [0, 2, 3]
+
+    def output_and_grad(frames, loss_frames):
+        z_in = z.clone().requires_grad_(True)
+        with backprop_frames(frames):
+            out = model(z_in, logsnr, states, mask, torch.tensor([6, 4]))
+        (grad,) = torch.autograd.grad(out[:, :, loss_frames].square().sum(), z_in)
+        return out.detach(), grad
+
+    out, grad = output_and_grad(None, known)
+    out_hinted, grad_hinted = output_and_grad(known, known)
+    torch.testing.assert_close(out_hinted, out)
+    torch.testing.assert_close(grad_hinted, grad, rtol=1e-4, atol=1e-6 * grad.abs().max().item())
+    assert grad[:, :, [1, 4, 5]].abs().max() > 0  # temporal attention spreads the gradient
+
+    # the promise is what makes it faster: outputs at other frames lose their tail history
+    _, grad_other = output_and_grad(None, [1])
+    _, grad_other_hinted = output_and_grad(known, [1])
+    assert (grad_other_hinted - grad_other).abs().max() > 1e-3 * grad_other.abs().max()
 
 
 def test_default_config_size():

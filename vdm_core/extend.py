@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from vdm_core.data import Clip
-from vdm_core.guidance import Observation, Replacement, make_strategy
+from vdm_core.guidance import Observation, Replacement, make_strategy, residual_gradient
 from vdm_core.metrics import persistence, psnr, seam_jump, trajectory_error
 from vdm_core.pipeline import (
     MAX_FRAMES,
@@ -195,13 +195,10 @@ class PerSampleGuidance:
 
     def x_hat(self, denoise: Denoiser, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
         """The guided estimate (B, C, T, H, W): one forward and one backward pass."""
-        with torch.enable_grad():
-            z_in = z.detach().requires_grad_(True)
-            x_hat = denoise(z_in, logsnr)  # (B, C, T, H, W)
-            (grad,) = torch.autograd.grad(self.obs.residual(x_hat).square().sum(), z_in)
+        x_hat, grad = residual_gradient(self.obs, denoise, z, logsnr)
         alpha, _ = alpha_sigma(broadcast_to(logsnr, z))
         w_r = broadcast_to(self.w_r, z)
-        return self.obs.with_known(x_hat.detach() - 0.5 * w_r * alpha * grad, self.obs.frames)
+        return self.obs.with_known(x_hat - 0.5 * w_r * alpha * grad, self.obs.frames)
 
     def replace(
         self, z_s: torch.Tensor, logsnr_s: torch.Tensor, generator: torch.Generator | None

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from vdm_core.samplers import Denoiser, Strategy, Unguided
 from vdm_core.schedule import alpha_sigma, broadcast_to
+from vdm_core.unet3d import backprop_frames
 
 GuidableDenoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Down = Callable[[torch.Tensor], torch.Tensor]
@@ -192,6 +193,22 @@ def _replace_frames(
     return obs.with_known(z_s, _forward_sample(obs.frames, logsnr_s, noise))
 
 
+def residual_gradient(
+    obs: Observation, denoise: Denoiser, z: torch.Tensor, logsnr: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_hat(z_t) and grad_z ||x^a - observed(x_hat(z_t))||^2 (eqs. 7 and 8), both (B, C, T, H, W).
+
+    One forward and one backward pass to z only. For known frames the squared error depends on
+    the outputs at those frames only, which lets the U-Net skip part of the backward pass for
+    the other frames (`backprop_frames`).
+    """
+    with torch.enable_grad(), backprop_frames(None if obs.is_lowres else obs.frame_indices):
+        z_in = z.detach().requires_grad_(True)
+        x_hat = denoise(z_in, logsnr)  # (B, C, T, H, W)
+        (grad,) = torch.autograd.grad(obs.residual(x_hat).square().sum(), z_in)
+    return x_hat.detach(), grad
+
+
 @dataclass(frozen=True)
 class Replacement:
     """The replacement method (sec. 3.1): after every step, z_s^a ~ q(z_s^a | x^a).
@@ -230,13 +247,9 @@ class ReconstructionGuidance:
 
     def x_hat(self, denoise: Denoiser, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
         """The guided estimate x~ (B, C, T, H, W): one forward and one backward pass to z only."""
-        with torch.enable_grad():
-            z_in = z.detach().requires_grad_(True)
-            x_hat = denoise(z_in, logsnr)  # (B, C, T, H, W)
-            err = self.obs.residual(x_hat).square().sum()
-            (grad,) = torch.autograd.grad(err, z_in)
+        x_hat, grad = residual_gradient(self.obs, denoise, z, logsnr)
         alpha, _ = alpha_sigma(broadcast_to(logsnr, z))
-        x_tilde = x_hat.detach() - 0.5 * self.w_r * alpha * grad
+        x_tilde = x_hat - 0.5 * self.w_r * alpha * grad
         if self.obs.is_lowres:
             return x_tilde
         return self.obs.with_known(x_tilde, self.obs.frames)

@@ -6,19 +6,47 @@ batch) with a relative position bias. The log-SNR and the attention-pooled text 
 conditioning embedding that is added into every residual block. Frames after `num_video_frames`
 are independent images (joint video-image training): in temporal attention each attends only to
 itself.
+
+Inside the network every activation is frame-major, (B T, C, H, W): a space-only convolution is
+then a plain 2D convolution and a GroupNorm has per-frame statistics with no reshaping, so the
+only layout changes are at the attention blocks and at the input and output. (Each avoided
+transpose or reshape is an autograd node fewer in the backward pass of reconstruction guidance.)
 """
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+_BACKPROP_FRAMES: ContextVar[tuple[int, ...] | None] = ContextVar("backprop_frames", default=None)
+
+
+@contextlib.contextmanager
+def backprop_frames(frames: Sequence[int] | None) -> Iterator[None]:
+    """A promise that only the U-Net's outputs at `frames` will be differentiated (a speed hint).
+
+    Reconstruction guidance on known frames (eq. 7) differentiates ||x^a - x_hat^a||^2, a function
+    of the outputs at the known frames only. The layers after the U-Net's last temporal attention
+    act on each frame alone, so inside this context `UNet3D` keeps their autograd history for
+    these frames only: outputs and those gradients are unchanged, and the backward pass skips
+    the other frames' (all-zero) share of the full-resolution layers. Gradients of outputs at
+    other frames are incomplete inside the context. None means no promise.
+    """
+    token = _BACKPROP_FRAMES.set(None if frames is None else tuple(int(f) for f in frames))
+    try:
+        yield
+    finally:
+        _BACKPROP_FRAMES.reset(token)
 
 
 @dataclass
@@ -62,27 +90,21 @@ def num_groups(channels: int) -> int:
     return min(32, channels // 4)
 
 
-class FrameGroupNorm(nn.GroupNorm):
-    """GroupNorm with statistics per frame, so that normalisation never mixes frames.
+def frame_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm over frame-major activations (B T, C, H, W): statistics per frame.
 
-    A plain GroupNorm on (B, C, T, H, W) would pool statistics over time and leak information
+    Normalisation never mixes frames; pooling statistics over time would leak information
     between the independent image frames of joint video-image training.
     """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, t, h, w = x.shape
-        frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # (B T, C, H, W)
-        y = F.group_norm(frames, self.num_groups, self.weight, self.bias, self.eps)
-        return y.view(b, t, c, h, w).transpose(1, 2)
+    return nn.GroupNorm(num_groups(channels), channels)
 
 
 class SpaceConv(nn.Conv3d):
     """A space-only 1 x k x k convolution: no mixing across frames (sec. 3).
 
-    The parameters have Conv3d's shapes, but the forward pass folds the frames into the batch and
-    runs a 2D convolution on (B T, C, H, W): on CPU that is about a quarter faster than a Conv3d
-    with a depth-1 kernel, forward and backward, and it keeps consecutive layers frame-major so
-    FrameGroupNorm's reshape needs no copy.
+    The parameters have Conv3d's shapes (B, C, T, H, W convention of the saved weights), but the
+    forward pass is a 2D convolution on frame-major activations (B T, C, H, W): on CPU that is
+    about a quarter faster than a Conv3d with a depth-1 kernel, forward and backward.
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1):
@@ -90,10 +112,8 @@ class SpaceConv(nn.Conv3d):
                          padding=(0, kernel // 2, kernel // 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, t, h, w = x.shape
-        frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # (B T, C, H, W)
-        y = F.conv2d(frames, self.weight[:, :, 0], self.bias, self.stride[1:], self.padding[1:])
-        return y.view(b, t, *y.shape[1:]).transpose(1, 2)  # (B, C_out, T, H', W')
+        """(B T, C, H, W) -> (B T, C_out, H', W')."""
+        return F.conv2d(x, self.weight[:, :, 0], self.bias, self.stride[1:], self.padding[1:])
 
 
 def zero_init(module: nn.Module) -> nn.Module:
@@ -147,18 +167,63 @@ def temporal_attention_mask(num_frames: int, num_video_frames: torch.Tensor | No
     return in_video | (idx[:, None] == idx[None, :])[None]
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              bias: torch.Tensor | None = None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + bias) v over the last two dims.  # (..., N, d)
+class PackedAttention(torch.autograd.Function):
+    """Multi-head softmax(q k^T / sqrt(d) + bias) v on a packed projection, backward written out.
 
-    Written out with matmuls rather than PyTorch's fused CPU attention: our sequences are short
-    (16 frames; 64 or 256 pixels) and many, where the fused kernel's backward pass, which
-    reconstruction guidance needs, is several times slower than the plain matmuls.
+    Forward: qkv (..., N, 3, heads, d) and an optional additive bias broadcastable to
+    (..., heads, N, N) -> (..., N, heads d), ready for the output projection.
+
+    Written out rather than left to autograd (or PyTorch's fused CPU attention, whose backward
+    is several times slower on our many short sequences: 16 frames, 64 or 256 pixels) because
+    reconstruction guidance runs this backward at every step: one copy to head-major layout in
+    the forward, and in the backward the four matmuls write dq, dk and dv straight into one
+    packed buffer. The softmax Jacobian uses the row sums of dO * O (N x d) instead of those of
+    P * dP (N x N): (dP - rowsum(dO * O)) * P = (dP - rowsum(P * dP)) * P since O = P v.
     """
-    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # scaling q: N x d, not N x N
-    if bias is not None:
-        scores = scores + bias
-    return torch.softmax(scores, dim=-1).to(v.dtype) @ v
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        *lead, n, _, heads, d = qkv.shape
+        dims = qkv.dim()
+        perm = (dims - 3, *range(dims - 4), dims - 2, dims - 4, dims - 1)
+        qkv_h = qkv.permute(perm).contiguous()  # (3, ..., heads, N, d)
+        q, k, v = qkv_h.unbind(0)
+        q.mul_(d ** -0.5)  # scaling q (N x d), not the scores (N x N)
+        scores = q @ k.transpose(-1, -2)  # (..., heads, N, N)
+        if bias is not None:
+            scores += bias
+        p = torch.softmax(scores, dim=-1)
+        o = p @ v  # (..., heads, N, d)
+        ctx.save_for_backward(qkv_h, p, o)
+        ctx.perm = perm
+        ctx.bias_shape = None if bias is None else bias.shape
+        return o.transpose(-3, -2).reshape(*lead, n, heads * d)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        qkv_h, p, o = ctx.saved_tensors
+        q, k, v = qkv_h.unbind(0)  # q scaled by 1 / sqrt(d)
+        *lead, heads, n, d = q.shape
+        d_o = grad.reshape(*lead, n, heads, d).transpose(-3, -2).contiguous()  # (..., h, N, d)
+        d_qkv = torch.empty_like(qkv_h)
+        dq, dk, dv = d_qkv.unbind(0)
+        torch.matmul(p.transpose(-1, -2), d_o, out=dv)
+        d_scores = d_o @ v.transpose(-1, -2)  # dP, then in place the softmax Jacobian: dS
+        d_scores.sub_((d_o * o).sum(-1, keepdim=True)).mul_(p)
+        torch.matmul(d_scores, k, out=dq)
+        dq.mul_(d ** -0.5)
+        torch.matmul(d_scores.transpose(-1, -2), q, out=dk)
+        d_bias = None
+        if ctx.needs_input_grad[1]:
+            d_bias = d_scores.sum_to_size(ctx.bias_shape)
+        inverse = sorted(range(len(ctx.perm)), key=ctx.perm.__getitem__)
+        return d_qkv.permute(inverse), d_bias
+
+
+def packed_attention(qkv: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-head attention: qkv (..., N, 3, heads, d), bias (..., heads, N, N) -> (..., N, C)."""
+    return PackedAttention.apply(qkv, bias)
 
 
 class ResBlock(nn.Module):
@@ -166,17 +231,18 @@ class ResBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float):
         super().__init__()
-        self.norm1 = FrameGroupNorm(num_groups(c_in), c_in)
+        self.norm1 = frame_norm(c_in)
         self.conv1 = SpaceConv(c_in, c_out)
         self.emb = nn.Linear(emb_dim, c_out)
-        self.norm2 = FrameGroupNorm(num_groups(c_out), c_out)
+        self.norm2 = frame_norm(c_out)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_init(SpaceConv(c_out, c_out))
         self.skip = SpaceConv(c_in, c_out, kernel=1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # (B, C, T, H, W)
-        h = h + self.emb(F.silu(emb))[:, :, None, None, None]
+        """x (B T, C_in, H, W), emb (B T, E) the per-frame conditioning -> (B T, C_out, H, W)."""
+        h = self.conv1(F.silu(self.norm1(x)))  # (B T, C, H, W)
+        h = h + self.emb(F.silu(emb))[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
@@ -187,20 +253,19 @@ class SpatialAttention(nn.Module):
     def __init__(self, channels: int, head_dim: int):
         super().__init__()
         self.heads = max(1, channels // head_dim)
-        self.norm = FrameGroupNorm(num_groups(channels), channels)
+        self.norm = frame_norm(channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.out = zero_init(nn.Linear(channels, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, t, h, w = x.shape
-        y = self.norm(x).permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)  # (BT, HW, C)
+        """(B T, C, H, W) -> (B T, C, H, W)."""
+        bt, c, h, w = x.shape
+        y = self.norm(x).permute(0, 2, 3, 1).reshape(bt, h * w, c)  # (B T, HW, C)
         # reshape can return a strided view here; on one, nn.Linear runs as a batched matmul over a
         # copied, batch-expanded weight (about 15% of a U-Net step), on a contiguous input as one.
-        qkv = self.qkv(y.contiguous()).view(b * t, h * w, 3, self.heads, c // self.heads)
-        q, k, v = qkv.unbind(2)  # each (BT, HW, heads, d)
-        y = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        y = self.out(y.transpose(1, 2).reshape(b * t, h * w, c))
-        return x + y.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+        qkv = self.qkv(y.contiguous()).view(bt, h * w, 3, self.heads, c // self.heads)
+        y = self.out(packed_attention(qkv))  # (B T, HW, C)
+        return x + y.view(bt, h, w, c).permute(0, 3, 1, 2)
 
 
 class TemporalAttention(nn.Module):
@@ -209,14 +274,15 @@ class TemporalAttention(nn.Module):
     The bias is T5-style (one learned scalar per head and bucketed distance j - i) rather than
     Shaw's key/value embeddings: it depends only on relative distance, so it carries no absolute
     notion of time (the paper's reason for relative positions), it extends to 64 frames through
-    the log-spaced buckets, and it is one additive term on the attention scores (`attention`).
+    the log-spaced buckets, and it is one additive term on the attention scores
+    (`packed_attention`).
     """
 
     def __init__(self, channels: int, head_dim: int, num_buckets: int, max_distance: int):
         super().__init__()
         self.heads = max(1, channels // head_dim)
         self.num_buckets, self.max_distance = num_buckets, max_distance
-        self.norm = FrameGroupNorm(num_groups(channels), channels)
+        self.norm = frame_norm(channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.rel_bias = nn.Embedding(num_buckets, self.heads)
         nn.init.zeros_(self.rel_bias.weight)
@@ -234,14 +300,14 @@ class TemporalAttention(nn.Module):
             bias = bias + blocked[:, None, None]
         return bias
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
-        b, c, t, h, w = x.shape
-        y = self.norm(x).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)  # (B HW, T, C)
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None, t: int) -> torch.Tensor:
+        """(B T, C, H, W) with T = t frames per sample -> (B T, C, H, W)."""
+        bt, c, h, w = x.shape
+        b = bt // t
+        y = self.norm(x).view(b, t, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, t, c)
         qkv = self.qkv(y.contiguous()).view(b, h * w, t, 3, self.heads, c // self.heads)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, HW, heads, T, d)
-        y = attention(q, k, v, self.bias(t, allowed, x.device, q.dtype))
-        y = self.out(y.permute(0, 1, 3, 2, 4).reshape(b * h * w, t, c))  # (B HW, T, C)
-        return x + y.view(b, h, w, t, c).permute(0, 4, 3, 1, 2)
+        y = self.out(packed_attention(qkv, self.bias(t, allowed, x.device, qkv.dtype)))
+        return x + y.view(b, h, w, t, c).permute(0, 3, 4, 1, 2).reshape(bt, c, h, w)
 
 
 class AttentionBlock(nn.Module):
@@ -253,8 +319,9 @@ class AttentionBlock(nn.Module):
         self.temporal = TemporalAttention(channels, cfg.head_dim, cfg.rel_pos_buckets,
                                           cfg.rel_pos_max_distance)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
-        return self.temporal(self.spatial(x), allowed)
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None, t: int) -> torch.Tensor:
+        """(B T, C, H, W) -> (B T, C, H, W)."""
+        return self.temporal(self.spatial(x), allowed, t)
 
 
 class TextPooling(nn.Module):
@@ -319,12 +386,16 @@ class UNet3D(nn.Module):
                 self.up.append(self._stage(ch + skips.pop(), mult * cfg.base_channels, res))
                 ch = mult * cfg.base_channels
             if level > 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=(1, 2, 2), mode="nearest"),
+                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
                                              SpaceConv(ch, ch)))
                 res *= 2
 
-        self.norm_out = FrameGroupNorm(num_groups(ch), ch)
+        self.norm_out = frame_norm(ch)
         self.conv_out = zero_init(SpaceConv(ch, cfg.channels))
+        has_attention = [any(isinstance(m, AttentionBlock) for m in stage.modules())
+                         for stage in self.up]
+        # self.up[tail:] and the output layers act on each frame alone (see `backprop_frames`)
+        self.tail = max((i + 1 for i, a in enumerate(has_attention) if a), default=0)
 
     def _stage(self, c_in: int, c_out: int, res: int) -> nn.ModuleList:
         blocks = [ResBlock(c_in, c_out, self.config.emb_dim, self.config.dropout)]
@@ -349,27 +420,65 @@ class UNet3D(nn.Module):
         no True in its mask is unconditional. num_video_frames (B,) marks frames >= n as
         independent images; a value of 0 makes every frame an image (no temporal mixing).
         """
-        emb = self.embed(logsnr, text_states, text_mask)
-        allowed = temporal_attention_mask(z.shape[2], num_video_frames, z.device)
+        b, _, t, height, width = z.shape
+        emb = self.embed(logsnr, text_states, text_mask).repeat_interleave(t, dim=0)  # (B T, E)
+        allowed = temporal_attention_mask(t, num_video_frames, z.device)
 
-        def run(stage, h):
-            if isinstance(stage, nn.ModuleList):
-                h = stage[0](h, emb)
-                for block in stage[1:]:
-                    h = block(h, allowed)
-                return h
-            return stage(h)
-
-        h = self.conv_in(z)
+        h = self.conv_in(z.transpose(1, 2).reshape(b * t, -1, height, width))  # (B T, C, H, W)
         hs = [h]
         for stage in self.down:
-            h = run(stage, h)
+            h = self._run_stage(stage, h, emb, allowed, t)
             hs.append(h)
-        h = self.mid[2](self.mid[1](self.mid[0](h, emb), allowed), emb)
-        for stage in self.up:
-            h = run(stage, torch.cat([h, hs.pop()], dim=1)) if isinstance(stage, nn.ModuleList) \
-                else stage(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        h = self.mid[2](self.mid[1](self.mid[0](h, emb), allowed, t), emb)
+        h = self._up(h, hs, emb, allowed, t, 0, self.tail)
+        frames = _BACKPROP_FRAMES.get()
+        if frames is None or not torch.is_grad_enabled():
+            out = self._up(h, hs, emb, None, t, self.tail, None)
+        else:
+            out = self._tail_for_frames(h, hs, emb, t, frames)
+        return out.view(b, t, *out.shape[1:]).transpose(1, 2)  # (B, C, T, H, W)
+
+    @staticmethod
+    def _run_stage(stage: nn.Module, h, emb, allowed, t: int) -> torch.Tensor:
+        """One entry of self.down / self.up: a ResBlock (+ attention) stage or a resampler."""
+        if not isinstance(stage, nn.ModuleList):
+            return stage(h)
+        h = stage[0](h, emb)
+        for block in stage[1:]:
+            h = block(h, allowed, t)
+        return h
+
+    def _up(self, h, hs: list, emb, allowed, t: int, start: int, stop: int | None):
+        """self.up[start:stop] on frame-major h, popping skips from hs; with stop=None, also the
+        output layers.  # (B T, C, H, W)"""
+        for stage in self.up[start:stop]:
+            if isinstance(stage, nn.ModuleList):
+                h = torch.cat([h, hs.pop()], dim=1)
+            h = self._run_stage(stage, h, emb, allowed, t)
+        if stop is None:
+            h = self.conv_out(F.silu(self.norm_out(h)))
+        return h
+
+    def _tail_for_frames(self, h, hs: list, emb, t: int, frames: tuple[int, ...]):
+        """The per-frame tail (self.up[self.tail:] and the output layers) with autograd history
+        only for the rows of `frames` (see `backprop_frames`); the other rows run without it.
+        # (B T, C_out, H, W)"""
+        keep = torch.zeros(t, dtype=torch.bool, device=h.device)
+        keep[list(frames)] = True
+        rows = keep.repeat(h.shape[0] // t)  # (B T,)
+        if rows.all():
+            return self._up(h, hs, emb, None, t, self.tail, None)
+        tracked, untracked = rows.nonzero()[:, 0], (~rows).nonzero()[:, 0]
+
+        def tail(sel: torch.Tensor) -> torch.Tensor:
+            return self._up(h[sel], [skip[sel] for skip in hs], emb[sel], None, t, self.tail,
+                            None)
+
+        with torch.no_grad():
+            out_untracked = tail(untracked)
+        out_tracked = tail(tracked)
+        out = out_tracked.new_empty(rows.shape[0], *out_tracked.shape[1:])
+        return out.index_copy(0, untracked, out_untracked).index_copy(0, tracked, out_tracked)
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
         """Write config.json and model.safetensors (no pickle); dtype=torch.float16 halves size."""
