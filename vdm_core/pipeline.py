@@ -17,6 +17,7 @@ import torch
 
 from .diffusion import model_denoiser
 from .guidance import cfg_denoiser
+from .memory import retain_freed_memory
 from .samplers import SAMPLERS, StepInfo, Strategy, sample
 from .unet3d import UNet3D
 from .video_io import tensor_to_frames
@@ -75,6 +76,7 @@ class VideoDiffusionPipeline:
     """A trained U-Net + the MiniLM text encoder + the samplers, with diffusers-like calls."""
 
     def __init__(self, model: UNet3D, text_encoder=None, bf16: bool = True):
+        retain_freed_memory()  # reconstruction-guidance steps reuse their memory (memory.py)
         self.model = model.eval().requires_grad_(False)
         self._text_encoder = text_encoder
         self.bf16 = bf16

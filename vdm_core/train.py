@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .diffusion import WEIGHTINGS, diffusion_loss, model_denoiser
+from .memory import retain_freed_memory
 from .unet3d import UNet3D, UNetConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -235,6 +236,7 @@ def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
         raise ValueError("--workers renders the procedural world; use --workers 0 with a folder")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    retain_freed_memory()  # every step keeps its activations for the backward pass (memory.py)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
     device = torch.device("cpu")
