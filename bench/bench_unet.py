@@ -285,7 +285,10 @@ def report(steps, guidance, params: dict[str, int], repeats: int, warmup: int,
         "is the classifier-free guidance pair: one conditional, one unconditional row). "
         "*forward*: one call under `torch.no_grad()`. *fwd+grad*: forward plus "
         "`torch.autograd.grad(loss, z)` with frozen weights, the cost of a reconstruction-guidance "
-        "step. bf16 is `torch.autocast(\"cpu\", dtype=torch.bfloat16)`.",
+        "step. bf16 is `torch.autocast(\"cpu\", dtype=torch.bfloat16)`. The process keeps freed "
+        "memory in its heap (`vdm_core.memory.retain_freed_memory`, as the pipeline and the "
+        "trainer do); without it glibc returns the activations of each fwd+grad step to the OS "
+        "and the next step faults them in again (about 10,000 page faults per step).",
         "",
     ]
     with_reference = "reference" in params
