@@ -13,6 +13,7 @@ a plain call of the same denoiser: on 8 known frames of 16 (eq. 7) and on a low-
 `--reference` adds `Unet3D(dim=32, dim_mults=(1, 2, 4))` from video-diffusion-pytorch 0.7.0 in the
 same process, timed in interleaved rounds with ours. It needs its own environment (see
 REFERENCE_SETUP), never the project venv; the project is imported from this checkout.
+The guidance ratios are timed in `--rounds` fresh processes (median and range).
 `--profile` adds a per-op breakdown of our bf16 step (torch.profiler). `--write-docs` replaces the
 section between the unet markers of docs/performance.md.
 """
@@ -20,9 +21,11 @@ section between the unet markers of docs/performance.md.
 import argparse
 import datetime
 import importlib.util
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import types
@@ -223,6 +226,25 @@ def bench_guidance(ours: UNet3D, repeats: int, warmup: int) -> dict[str, dict[st
     return results
 
 
+def guidance_rounds(rounds: int, repeats: int, warmup: int) -> list[dict[str, dict[str, float]]]:
+    """`bench_guidance` in `rounds` fresh processes, one after the other.
+
+    The guided / plain ratio moves by several percent from one process to the next on a shared
+    machine (heap layout, neighbours), more than within one process; the report gives the
+    median over processes and the range.
+    """
+    results = []
+    for i in range(rounds):
+        out = subprocess.run([sys.executable, __file__, "--guidance-only", "--repeats",
+                              str(repeats), "--warmup", str(warmup)],
+                             capture_output=True, text=True, check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"  round {i + 1}/{rounds}: " + ", ".join(
+            f"{p} eq7 {ms['eq7'] / ms['plain']:.3f} eq8 {ms['eq8'] / ms['plain']:.3f}"
+            for p, ms in results[-1].items()), flush=True)
+    return results
+
+
 def profile_ops(ours: UNet3D, precision: str, calls: int = 3, rows: int = 10) -> list[str]:
     """Where our batch-1 step spends its time: torch.profiler self CPU ms per op and step."""
     cfg = ours.config
@@ -312,7 +334,8 @@ def report(steps, guidance, params: dict[str, int], repeats: int, warmup: int,
         "# side by side with the reference, in a separate environment:",
         REFERENCE_SETUP,
         f"{BENCH_VENV}/bin/python bench/bench_unet.py --reference --repeats {repeats} "
-        f"--warmup {warmup}{' --profile' if profile else ''} --write-docs",
+        f"--warmup {warmup} --rounds {len(guidance)}{' --profile' if profile else ''} "
+        "--write-docs",
         "```",
         "",
         "Parameters: " + ", ".join(f"{name} {n / 1e6:.2f}M" for name, n in params.items()) + ".",
@@ -372,14 +395,23 @@ def ratio_vs_reference(steps, batch: int, kind: str, precision: str) -> float:
     return steps["ours", batch, kind, precision] / steps["reference", batch, kind, precision]
 
 
+def guidance_ratios(guidance: list[dict], key: str) -> dict[str, list[float]]:
+    """{precision: [guided / plain of each round]} for the strategy `key`."""
+    return {p: [r[p][key] / r[p]["plain"] for r in guidance] for p in ("fp32", "bf16")}
+
+
+def median(values: float | list[float]) -> float:
+    return statistics.median(values) if isinstance(values, list) else values
+
+
 def ratio_table(steps, guidance, with_reference: bool) -> list[str]:
     """Each target ratio at fp32 and bf16, with met / missed."""
     rows = [
         (f"reconstruction-guidance step / plain step, {KNOWN_FRAMES} of 16 frames known (eq. 7; "
-         "pipeline denoiser, batch 1)",
-         {p: ms["eq7"] / ms["plain"] for p, ms in guidance.items()}, TARGET_GUIDANCE),
-        ("... a 4x downsampled view of all frames (eq. 8)",
-         {p: ms["eq8"] / ms["plain"] for p, ms in guidance.items()}, TARGET_GUIDANCE),
+         f"pipeline denoiser, batch 1; median of {len(guidance)} processes, range)",
+         guidance_ratios(guidance, "eq7"), TARGET_GUIDANCE),
+        ("... a 4x downsampled view of all frames (eq. 8)", guidance_ratios(guidance, "eq8"),
+         TARGET_GUIDANCE),
         ("fwd+grad / forward (U-Net, batch 1, gradient of every output frame)",
          {p: steps["ours", 1, "fwd+grad", p] / steps["ours", 1, "forward", p]
           for p in ("fp32", "bf16")}, TARGET_GUIDANCE),
@@ -390,7 +422,10 @@ def ratio_table(steps, guidance, with_reference: bool) -> list[str]:
                   TARGET_VS_REFERENCE) for kind in ("forward", "fwd+grad")]
     lines = ["| ratio | fp32 | bf16 | target |", "|---|---|---|---|"]
     for name, values, target in rows:
-        cells = [f"{values[p]:.3f} ({status(values[p], target)})" for p in ("fp32", "bf16")]
+        cells = [f"{median(values[p]):.3f} ({status(median(values[p]), target)})"
+                 + (f", {min(values[p]):.3f}-{max(values[p]):.3f}"
+                    if isinstance(values[p], list) else "")
+                 for p in ("fp32", "bf16")]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | <= {target} |")
     return lines
 
@@ -403,14 +438,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="also time lucidrains' Unet3D (video-diffusion-pytorch 0.7.0)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile our bf16 batch-1 step per op (torch.profiler)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="fresh processes that time the reconstruction-guidance ratio")
     parser.add_argument("--write-docs", action="store_true",
                         help=f"write the results into {DOCS.relative_to(ROOT)}")
+    parser.add_argument("--guidance-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(THREADS)
     retain_freed_memory()  # as the pipeline does, for the raw U-Net steps too
     torch.manual_seed(0)
 
     ours = UNet3D(UNetConfig()).eval().requires_grad_(False)
+    if args.guidance_only:  # one round of `guidance_rounds`
+        print(json.dumps(bench_guidance(ours, args.repeats, args.warmup)))
+        return
     params = {"ours": num_params(ours)}
     reference = None
     if args.reference:
@@ -429,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"parameters: {params}", flush=True)
     load_before = os.getloadavg()[0]
     steps = bench_steps(ours, reference, args.repeats, args.warmup)
-    guidance = bench_guidance(ours, args.repeats, args.warmup)
+    guidance = guidance_rounds(args.rounds, args.repeats, args.warmup)
     load = (load_before, os.getloadavg()[0])
     profile = profile_ops(ours, "bf16") if args.profile else []
     section = report(steps, guidance, params, args.repeats, args.warmup, load, profile)
