@@ -8,7 +8,8 @@ the median of N repeats after warm-up. "fwd+grad" is a reconstruction-guidance s
 and a backward to the input z only (frozen weights), for every output frame. The
 reconstruction-guidance ratios time the real `ReconstructionGuidance.x_hat` on a
 `VideoDiffusionPipeline.denoiser` (with a stand-in text encoder, so MiniLM is not needed) against
-a plain call of the same denoiser: on 8 known frames of 16 (eq. 7) and on a low-res view (eq. 8).
+a plain call of the same denoiser (GUIDANCE_CASES): 8 known frames of 16 (eq. 7), the app's
+extension step (4 known frames, classifier-free guidance w = 2) and a low-res view (eq. 8).
 
 `--reference` adds `Unet3D(dim=32, dim_mults=(1, 2, 4))` from video-diffusion-pytorch 0.7.0 in the
 same process, timed in interleaved rounds with ours. It needs its own environment (see
@@ -39,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from perf_docs import DOCS, write_section  # noqa: E402
 
+from vdm_core.extend import DEFAULT_GUIDANCE_WEIGHT, DEFAULT_K  # noqa: E402
 from vdm_core.guidance import Observation, ReconstructionGuidance  # noqa: E402
 from vdm_core.memory import retain_freed_memory  # noqa: E402
 from vdm_core.pipeline import VideoDiffusionPipeline  # noqa: E402
@@ -46,7 +48,11 @@ from vdm_core.unet3d import UNet3D, UNetConfig  # noqa: E402
 
 THREADS = 2
 TEXT_TOKENS = 8
-KNOWN_FRAMES = 8  # reconstruction guidance on the first half of the window (extension)
+GUIDANCE_CASES = {  # reconstruction-guidance step: (known frames of 16, None = 4x low-res view; w)
+    "eq7": (8, 0.0),  # the first half of the window known
+    "eq7 app": (DEFAULT_K, DEFAULT_GUIDANCE_WEIGHT),  # the app's extension: k = 4, CFG w = 2
+    "eq8": (None, 0.0),  # a 4x average-pooled view of every frame (super-resolution)
+}
 CASES = (("forward", 1), ("forward", 2), ("fwd+grad", 1))  # (step kind, batch) timed
 TARGET_GUIDANCE = 2.0  # reconstruction-guidance step / plain step
 TARGET_VS_REFERENCE = 0.5  # our step / the reference's step
@@ -189,39 +195,41 @@ def bench_steps(ours: UNet3D, reference: torch.nn.Module | None, repeats: int,
 
 
 def bench_guidance(ours: UNet3D, repeats: int, warmup: int) -> dict[str, dict[str, float]]:
-    """{precision: {"plain" | "eq7" | "eq8": ms}} of the pipeline denoiser at batch 1.
+    """{precision: {case or "plain w=<w>": ms}} of the pipeline denoiser (GUIDANCE_CASES).
 
-    eq7: reconstruction guidance on the first KNOWN_FRAMES of 16 frames (extension); eq8: on a
-    4x average-pooled view of all frames (super-resolution).
+    Each guided step is timed against a plain call of the same classifier-free-guided denoiser
+    (batch 1 at w = 0, the conditional/unconditional pair at w > 0).
     """
     cfg = ours.config
     z = torch.randn(1, cfg.channels, cfg.num_frames, cfg.image_size, cfg.image_size)
     logsnr = torch.zeros(1)
-    known = torch.rand(1, cfg.channels, KNOWN_FRAMES, cfg.image_size, cfg.image_size) * 2 - 1
-    lowres = torch.rand(1, cfg.channels, cfg.num_frames, cfg.image_size // 4,
-                        cfg.image_size // 4) * 2 - 1
-    strategies = {
-        "eq7": ReconstructionGuidance(Observation.known_frames(list(range(KNOWN_FRAMES)), known)),
-        "eq8": ReconstructionGuidance(Observation.low_resolution(lowres)),
-    }
+    frames = torch.rand(1, cfg.channels, cfg.num_frames, cfg.image_size, cfg.image_size) * 2 - 1
+    lowres = torch.nn.functional.avg_pool3d(frames, (1, 4, 4))  # (1, C, T, H / 4, W / 4)
     results = {}
     for precision in ("fp32", "bf16"):
         pipe = VideoDiffusionPipeline(ours, RandomText(cfg.text_dim), bf16=precision == "bf16")
-        denoise = pipe.denoiser(["a red circle moving right"], 0.0)
+        denoisers = {w: pipe.denoiser(["a red circle moving right"], w)
+                     for w in sorted({w for _, w in GUIDANCE_CASES.values()})}
 
-        def plain(denoise=denoise):
-            with torch.no_grad():
-                return denoise(z, logsnr)
+        def plain(denoise):
+            def step():
+                with torch.no_grad():
+                    return denoise(z, logsnr)
+            return step
 
-        def guided(strategy, denoise=denoise):
+        def guided(strategy, denoise):
             def step():
                 with torch.no_grad():  # as in a sampler: x_hat enables grad itself
                     return strategy.x_hat(denoise, z, logsnr)
             return step
 
-        steps = {"plain": plain} | {name: guided(s) for name, s in strategies.items()}
+        steps = {f"plain w={w:g}": plain(denoise) for w, denoise in denoisers.items()}
+        for name, (known, w) in GUIDANCE_CASES.items():
+            obs = (Observation.low_resolution(lowres) if known is None
+                   else Observation.known_frames(list(range(known)), frames[:, :, :known]))
+            steps[name] = guided(ReconstructionGuidance(obs), denoisers[w])
         results[precision] = time_interleaved(steps, repeats, warmup)
-        print(f"  pipeline  batch 1 {precision}: " + ", ".join(
+        print(f"  pipeline {precision}: " + ", ".join(
             f"{name} {ms:.1f} ms" for name, ms in results[precision].items()), flush=True)
     return results
 
@@ -240,8 +248,8 @@ def guidance_rounds(rounds: int, repeats: int, warmup: int) -> list[dict[str, di
                              capture_output=True, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"  round {i + 1}/{rounds}: " + ", ".join(
-            f"{p} eq7 {ms['eq7'] / ms['plain']:.3f} eq8 {ms['eq8'] / ms['plain']:.3f}"
-            for p, ms in results[-1].items()), flush=True)
+            f"{p} {name} {ratio:.3f}" for p in ("fp32", "bf16")
+            for name, ratio in round_ratios(results[-1][p]).items()), flush=True)
     return results
 
 
@@ -395,9 +403,14 @@ def ratio_vs_reference(steps, batch: int, kind: str, precision: str) -> float:
     return steps["ours", batch, kind, precision] / steps["reference", batch, kind, precision]
 
 
-def guidance_ratios(guidance: list[dict], key: str) -> dict[str, list[float]]:
-    """{precision: [guided / plain of each round]} for the strategy `key`."""
-    return {p: [r[p][key] / r[p]["plain"] for r in guidance] for p in ("fp32", "bf16")}
+def round_ratios(ms: dict[str, float]) -> dict[str, float]:
+    """{case: guided / plain} of one round at one precision."""
+    return {name: ms[name] / ms[f"plain w={w:g}"] for name, (_, w) in GUIDANCE_CASES.items()}
+
+
+def guidance_ratios(guidance: list[dict], case: str) -> dict[str, list[float]]:
+    """{precision: [guided / plain of each round]} for one of GUIDANCE_CASES."""
+    return {p: [round_ratios(r[p])[case] for r in guidance] for p in ("fp32", "bf16")}
 
 
 def median(values: float | list[float]) -> float:
@@ -407,11 +420,13 @@ def median(values: float | list[float]) -> float:
 def ratio_table(steps, guidance, with_reference: bool) -> list[str]:
     """Each target ratio at fp32 and bf16, with met / missed."""
     rows = [
-        (f"reconstruction-guidance step / plain step, {KNOWN_FRAMES} of 16 frames known (eq. 7; "
-         f"pipeline denoiser, batch 1; median of {len(guidance)} processes, range)",
+        (f"reconstruction-guidance step / plain step, {GUIDANCE_CASES['eq7'][0]} of 16 frames "
+         f"known (eq. 7; pipeline denoiser, batch 1; median of {len(guidance)} processes, range)",
          guidance_ratios(guidance, "eq7"), TARGET_GUIDANCE),
-        ("... a 4x downsampled view of all frames (eq. 8)", guidance_ratios(guidance, "eq8"),
-         TARGET_GUIDANCE),
+        (f"... {DEFAULT_K} of 16 known at w = {DEFAULT_GUIDANCE_WEIGHT:g} (the app's extension "
+         "step; batch 2)", guidance_ratios(guidance, "eq7 app"), TARGET_GUIDANCE),
+        ("... a 4x downsampled view of all frames (eq. 8; batch 1)",
+         guidance_ratios(guidance, "eq8"), TARGET_GUIDANCE),
         ("fwd+grad / forward (U-Net, batch 1, gradient of every output frame)",
          {p: steps["ours", 1, "fwd+grad", p] / steps["ours", 1, "forward", p]
           for p in ("fp32", "bf16")}, TARGET_GUIDANCE),
