@@ -51,6 +51,20 @@ def test_packed_attention_matches_definition_and_its_gradients(lead, bias_shape)
     assert torch.autograd.gradcheck(packed_attention, (qkv, bias))
 
 
+def test_packed_attention_under_autocast_with_float32_inputs():
+    g = torch.Generator().manual_seed(1)
+    qkv = torch.randn(2, 6, 3, 2, 8, generator=g, requires_grad=True)  # float32
+    bias = torch.randn(2, 6, 6, generator=g, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = packed_attention(qkv, bias)
+    assert out.dtype == torch.bfloat16
+    grads = torch.autograd.grad(out.float().square().sum(), (qkv, bias))
+    expected = torch.autograd.grad(plain_attention(qkv, bias).square().sum(), (qkv, bias))
+    for got, want in zip(grads, expected, strict=True):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=0.1, atol=0.05 * want.abs().max().item())
+
+
 def test_packed_attention_with_blocked_keys():
     qkv = torch.randn(2, 4, 3, 1, 8, dtype=torch.float64, requires_grad=True)  # (B, N, 3, h, d)
     allowed = temporal_attention_mask(4, torch.tensor([2, 4]), "cpu")  # (B, N, N)

@@ -102,9 +102,9 @@ def frame_norm(channels: int) -> nn.GroupNorm:
 class SpaceConv(nn.Conv3d):
     """A space-only 1 x k x k convolution: no mixing across frames (sec. 3).
 
-    The parameters have Conv3d's shapes (B, C, T, H, W convention of the saved weights), but the
-    forward pass is a 2D convolution on frame-major activations (B T, C, H, W): on CPU that is
-    about a quarter faster than a Conv3d with a depth-1 kernel, forward and backward.
+    The parameters keep Conv3d's shapes (C_out, C_in, 1, k, k), so saved weights load unchanged,
+    but the forward pass is a 2D convolution on frame-major activations (B T, C, H, W): on CPU
+    that is about a quarter faster than a Conv3d with a depth-1 kernel, forward and backward.
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1):
@@ -186,13 +186,17 @@ class PackedAttention(torch.autograd.Function):
         *lead, n, _, heads, d = qkv.shape
         dims = qkv.dim()
         perm = (dims - 3, *range(dims - 4), dims - 2, dims - 4, dims - 1)
-        qkv_h = qkv.permute(perm).contiguous()  # (3, ..., heads, N, d)
+        device = qkv.device.type
+        # one dtype throughout, so the backward's matmuls match: autocast's, else qkv's
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) \
+            else qkv.dtype
+        qkv_h = qkv.permute(perm).to(dtype).contiguous()  # (3, ..., heads, N, d)
         q, k, v = qkv_h.unbind(0)
         q.mul_(d ** -0.5)  # scaling q (N x d), not the scores (N x N)
         scores = q @ k.transpose(-1, -2)  # (..., heads, N, N)
         if bias is not None:
             scores += bias
-        p = torch.softmax(scores, dim=-1)
+        p = torch.softmax(scores, dim=-1).to(dtype)  # CUDA autocast's softmax returns float32
         o = p @ v  # (..., heads, N, d)
         ctx.save_for_backward(qkv_h, p, o)
         ctx.perm = perm
