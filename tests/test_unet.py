@@ -80,7 +80,7 @@ def test_backprop_frames_keeps_outputs_and_their_gradients(randomized_unet):
     cfg = UNetConfig(base_channels=16, channel_mults=(1, 2), attn_resolutions=(4,), head_dim=8,
                      image_size=8, text_heads=2)
     model = randomized_unet(cfg).requires_grad_(False)
-    assert 0 < model.tail < len(model.up)
+    assert 0 < model.tail_start < len(model.up)
     z, logsnr, states, mask = inputs(2, 6)
     known = [0, 2, 3]
 

@@ -399,7 +399,7 @@ class UNet3D(nn.Module):
         has_attention = [any(isinstance(m, AttentionBlock) for m in stage.modules())
                          for stage in self.up]
         # self.up[tail:] and the output layers act on each frame alone (see `backprop_frames`)
-        self.tail = max((i + 1 for i, a in enumerate(has_attention) if a), default=0)
+        self.tail_start = max((i + 1 for i, a in enumerate(has_attention) if a), default=0)
 
     def _stage(self, c_in: int, c_out: int, res: int) -> nn.ModuleList:
         blocks = [ResBlock(c_in, c_out, self.config.emb_dim, self.config.dropout)]
@@ -434,10 +434,10 @@ class UNet3D(nn.Module):
             h = self._run_stage(stage, h, emb, allowed, t)
             hs.append(h)
         h = self.mid[2](self.mid[1](self.mid[0](h, emb), allowed, t), emb)
-        h = self._up(h, hs, emb, allowed, t, 0, self.tail)
+        h = self._up(h, hs, emb, allowed, t, 0, self.tail_start)
         frames = _BACKPROP_FRAMES.get()
         if frames is None or not torch.is_grad_enabled():
-            out = self._up(h, hs, emb, None, t, self.tail, None)
+            out = self._up(h, hs, emb, None, t, self.tail_start, None)
         else:
             out = self._tail_for_frames(h, hs, emb, t, frames)
         return out.view(b, t, *out.shape[1:]).transpose(1, 2)  # (B, C, T, H, W)
@@ -464,19 +464,19 @@ class UNet3D(nn.Module):
         return h
 
     def _tail_for_frames(self, h, hs: list, emb, t: int, frames: tuple[int, ...]):
-        """The per-frame tail (self.up[self.tail:] and the output layers) with autograd history
-        only for the rows of `frames` (see `backprop_frames`); the other rows run without it.
-        # (B T, C_out, H, W)"""
+        """The per-frame tail (self.up[self.tail_start:] and the output layers) with autograd
+        history only for the rows of `frames` (see `backprop_frames`); the other rows run without
+        it.  # (B T, C_out, H, W)"""
         keep = torch.zeros(t, dtype=torch.bool, device=h.device)
         keep[list(frames)] = True
         rows = keep.repeat(h.shape[0] // t)  # (B T,)
         if rows.all():
-            return self._up(h, hs, emb, None, t, self.tail, None)
+            return self._up(h, hs, emb, None, t, self.tail_start, None)
         tracked, untracked = rows.nonzero()[:, 0], (~rows).nonzero()[:, 0]
 
         def tail(sel: torch.Tensor) -> torch.Tensor:
-            return self._up(h[sel], [skip[sel] for skip in hs], emb[sel], None, t, self.tail,
-                            None)
+            skips = [skip[sel] for skip in hs]
+            return self._up(h[sel], skips, emb[sel], None, t, self.tail_start, None)
 
         with torch.no_grad():
             out_untracked = tail(untracked)
