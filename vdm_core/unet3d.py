@@ -398,7 +398,7 @@ class UNet3D(nn.Module):
         self.conv_out = zero_init(SpaceConv(ch, cfg.channels))
         has_attention = [any(isinstance(m, AttentionBlock) for m in stage.modules())
                          for stage in self.up]
-        # self.up[tail:] and the output layers act on each frame alone (see `backprop_frames`)
+        # self.up[tail_start:] and the output layers act on each frame alone (`backprop_frames`)
         self.tail_start = max((i + 1 for i, a in enumerate(has_attention) if a), default=0)
 
     def _stage(self, c_in: int, c_out: int, res: int) -> nn.ModuleList:
