@@ -10,7 +10,6 @@ samples, next to the same statistics of true clips.
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -25,16 +24,12 @@ from vdm_core.detect import caption_match, validate_detector
 from vdm_core.evaluate import wilson
 from vdm_core.metrics import motion_stats
 from vdm_core.pipeline import VideoDiffusionPipeline
-from vdm_core.train import training_phases
+from vdm_core.train import training_log, training_phases
 from vdm_core.video_io import frame_strip
 
 WEIGHTS = (0.0, 1.0, 2.0, 4.0)
 CAPTION_SEEDS = EVAL_SEEDS[128:]  # a block of held-out seeds no other report uses for captions
 MOTION_KEYS = ("acceleration", "presence", "area_cv", "shape_consistency")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def loss_curve(model_dir: Path, phases: list[dict], out: Path) -> None:
@@ -45,10 +40,7 @@ def loss_curve(model_dir: Path, phases: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    earlier = model_dir / "training_log_earlier.jsonl"
-    records = read_jsonl(earlier) if earlier.exists() else []
-    records += [{**r, "phase": len(phases) - 1}
-                for r in read_jsonl(model_dir / "training_log.jsonl")]
+    records = training_log(model_dir, len(phases) - 1)
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=120)
     offset = 0
     for i, phase in enumerate(phases):

@@ -203,27 +203,38 @@ def training_phases(model_dir: Path) -> list[dict]:
     return [*state.get("history", []), {k: v for k, v in state.items() if k != "history"}]
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file (blank lines skipped); [] when it does not exist."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def training_log(model_dir: Path, phase: int) -> list[dict]:
+    """The loss records of every phase behind exported weights, each tagged with its phase: the
+    earlier phases' (EARLIER_LOG_NAME), then the folder's own log tagged `phase`."""
+    model_dir = Path(model_dir)
+    return read_jsonl(model_dir / EARLIER_LOG_NAME) + [
+        {**r, "phase": phase} for r in read_jsonl(model_dir / "training_log.jsonl")]
+
+
 def write_earlier_log(init_dir: Path, phase: int, path: Path) -> None:
-    """Carry --init-from's loss log(s) along; its own lines are tagged with `phase`, its last."""
-    lines = []
-    earlier = init_dir / EARLIER_LOG_NAME
-    if earlier.exists():
-        lines += [ln for ln in earlier.read_text().splitlines() if ln.strip()]
-    own = init_dir / "training_log.jsonl"
-    if own.exists() and phase >= 0:
-        lines += [json.dumps({**json.loads(ln), "phase": phase})
-                  for ln in own.read_text().splitlines() if ln.strip()]
-    if lines:
-        path.write_text("".join(ln + "\n" for ln in lines))
+    """Carry --init-from's loss log(s) along; its own lines are tagged with `phase`, its last
+    (phase < 0: it has no training record, so only an earlier log is carried)."""
+    records = (training_log(init_dir, phase) if phase >= 0
+               else read_jsonl(init_dir / EARLIER_LOG_NAME))
+    if records:
+        write_jsonl(path, records)
 
 
 def truncate_log(log_path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be redone)."""
-    if not log_path.exists():
-        return
-    lines = [ln for ln in log_path.read_text().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
-    log_path.write_text("".join(ln + "\n" for ln in kept))
+    if log_path.exists():
+        write_jsonl(log_path, [r for r in read_jsonl(log_path) if r.get("step", 0) <= step])
 
 
 def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
