@@ -26,4 +26,5 @@ if dist.get_rank() == 0:
                "moved": float((flat - initial).abs().max())}
     with open(verdict_path, "w") as f:
         json.dump(verdict, f)
+dist.barrier()  # both ranks leave together: a rank that tears down gloo alone can abort
 dist.destroy_process_group()

@@ -423,6 +423,8 @@ def main(argv=None) -> None:
     if not math.isfinite(cfg.lr) or cfg.lr <= 0:
         raise SystemExit("--lr must be a positive number")
     train(cfg, model_cfg)
+    if dist.is_initialized():
+        dist.destroy_process_group()  # train() ends with a barrier: every rank is here
 
 
 if __name__ == "__main__":
