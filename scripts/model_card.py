@@ -30,6 +30,7 @@ from vdm_core.video_io import frame_strip
 WEIGHTS = (0.0, 1.0, 2.0, 4.0)
 CAPTION_SEEDS = EVAL_SEEDS[128:]  # a block of held-out seeds no other report uses for captions
 MOTION_KEYS = ("acceleration", "presence", "area_cv", "shape_consistency")
+PHASE_FLAGS = ("steps", "batch_size", "lr", "weighting", "init_from", "workers")  # the recipe
 
 
 def loss_curve(model_dir: Path, phases: list[dict], out: Path) -> None:
@@ -68,8 +69,7 @@ def describe_phases(phases: list[dict]) -> str:
     for i, phase in enumerate(phases):
         tc = phase["train_config"]
         flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in tc.items()
-                         if k in ("steps", "batch_size", "lr", "weighting", "init_from",
-                                  "workers") and v not in ("", 0))
+                         if k in PHASE_FLAGS and v not in ("", 0))
         wall = phase["wall_time_s"]
         wall_text = f"{wall / 3600:.1f} h" if wall >= 3600 else f"{wall / 60:.0f} min"
         lines.append(f"- Phase {i + 1}: {phase['step']:,} steps x {tc['batch_size']} clips = "
