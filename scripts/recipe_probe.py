@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for parameterization, weighting in RECIPES:
             started = time.time()
-            model = run_recipe(parameterization, weighting, args.steps, Path(tmp)).float()
+            model = run_recipe(parameterization, weighting, args.steps, Path(tmp))
             errors = denoising_error(model.eval(), x, states, mask)
             rows.append((parameterization, weighting, errors, time.time() - started))
             print(parameterization, weighting, [f"{e:.4f}" for e in errors], flush=True)

@@ -4,13 +4,12 @@ glibc's malloc serves large blocks (above a threshold that adapts up to 32 MiB) 
 `mmap` pages and returns them to the OS on `free`, and trims free memory off the top of the
 heap. A step that keeps its activations alive for a backward pass (reconstruction guidance,
 training) then faults in every page it touches again on each call: about 10,000 page faults
-and a fifth of a reconstruction-guidance step on the default model (`bench/bench_unet.py`).
+and 10-15% of a reconstruction-guidance step on the default model (`bench/bench_unet.py`).
 With the thresholds fixed high, freed blocks stay in the heap and the next step reuses them;
 the resident memory stays at its peak instead of shrinking between steps.
 """
 
 import ctypes
-import ctypes.util
 import functools
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's <malloc.h>
@@ -24,10 +23,10 @@ def retain_freed_memory() -> bool:
     """Set malloc's mmap and trim thresholds once per process; False where there is no glibc
     `mallopt` (macOS, Windows, musl), which leaves the allocator as it was."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
+        process = ctypes.CDLL(None)  # the symbols already loaded, the C library's among them
+    except (OSError, TypeError):  # TypeError: Windows has no such handle
         return False
-    mallopt = getattr(libc, "mallopt", None)
+    mallopt = getattr(process, "mallopt", None)
     if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

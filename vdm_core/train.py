@@ -36,6 +36,8 @@ from .unet3d import UNet3D, UNetConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
+STATE_NAME = "training_state.json"  # written next to exported weights, with these logs:
+EXPORTED_LOG_NAME = "training_log.jsonl"
 EARLIER_LOG_NAME = "training_log_earlier.jsonl"
 
 
@@ -194,9 +196,9 @@ def describe_hardware(device: torch.device) -> str:
 
 
 def training_phases(model_dir: Path) -> list[dict]:
-    """The training phases behind exported weights (their training_state.json, if any): the
-    earlier ones, then their own, so a model trained in phases (CPU, then GPU) keeps its record."""
-    path = Path(model_dir) / "training_state.json"
+    """The training phases behind exported weights (their STATE_NAME, if any): the earlier
+    ones, then their own, so a model trained in phases (CPU, then GPU) keeps its record."""
+    path = Path(model_dir) / STATE_NAME
     if not path.exists():
         return []
     state = json.loads(path.read_text())
@@ -219,7 +221,7 @@ def training_log(model_dir: Path, phase: int) -> list[dict]:
     earlier phases' (EARLIER_LOG_NAME), then the folder's own log tagged `phase`."""
     model_dir = Path(model_dir)
     return read_jsonl(model_dir / EARLIER_LOG_NAME) + [
-        {**r, "phase": phase} for r in read_jsonl(model_dir / "training_log.jsonl")]
+        {**r, "phase": phase} for r in read_jsonl(model_dir / EXPORTED_LOG_NAME)]
 
 
 def write_earlier_log(init_dir: Path, phase: int, path: Path) -> None:
@@ -275,7 +277,7 @@ def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
                             weight_decay=cfg.weight_decay)
-    history = []  # the training phases before this run (from --init-from's training_state.json)
+    history = []  # the training phases before this run (from --init-from's STATE_NAME)
     if cfg.init_from and not ckpt_path.exists():
         init = UNet3D.from_pretrained(cfg.init_from)
         if init.config != model_cfg:
@@ -318,8 +320,8 @@ def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
             ema.save_pretrained(cfg.export_dir, dtype=torch.float16)
             state = {"step": step, "wall_time_s": round(wall), "hardware": hardware,
                      "train_config": asdict(cfg), "history": history}
-            Path(cfg.export_dir, "training_state.json").write_text(json.dumps(state, indent=2))
-            for name, target in ((LOG_NAME, "training_log.jsonl"),
+            Path(cfg.export_dir, STATE_NAME).write_text(json.dumps(state, indent=2))
+            for name, target in ((LOG_NAME, EXPORTED_LOG_NAME),
                                  (EARLIER_LOG_NAME, EARLIER_LOG_NAME)):
                 if (out / name).exists():
                     shutil.copyfile(out / name, Path(cfg.export_dir, target))
