@@ -11,6 +11,7 @@ from vdm_core.guidance import (
     Replacement,
     cfg_denoiser,
     make_strategy,
+    residual_gradient,
 )
 from vdm_core.oracle import (
     SIX_FRAME_VIDEO,
@@ -21,6 +22,7 @@ from vdm_core.oracle import (
 )
 from vdm_core.samplers import SAMPLERS, Unguided, sample
 from vdm_core.schedule import alpha_sigma, eps_from_x
+from vdm_core.unet3d import UNetConfig
 
 # Strongly correlated frames (rho = 0.9), so frames 3..5 depend a lot on the known frames 0..2.
 KNOWN = [0, 1, 2]
@@ -119,6 +121,24 @@ def test_reconstruction_guidance_one_forward_one_backward_no_weight_grads():
         out = ReconstructionGuidance(obs, 2.0).x_hat(denoise, z, torch.zeros(2))
     assert calls == [True]
     assert layer.weight.grad is None and not out.requires_grad
+
+
+def test_residual_gradient_through_the_unet_keeps_the_exact_gradient(randomized_unet):
+    """Its frame promise to the U-Net (`backprop_frames`) keeps x_hat and the gradient exact."""
+    cfg = UNetConfig(base_channels=16, channel_mults=(1, 2), attn_resolutions=(4,), head_dim=8,
+                     image_size=8, text_heads=2)
+    model = randomized_unet(cfg).requires_grad_(False)
+    gen = torch.Generator().manual_seed(6)
+    z = torch.randn(2, 3, 6, 8, 8, generator=gen)  # (B, C, T, H, W)
+    obs = Observation.known_frames([1, 4], torch.randn(2, 3, 2, 8, 8, generator=gen))
+    logsnr = torch.tensor([0.5, -1.0])
+    x_hat, grad = residual_gradient(obs, model, z, logsnr)
+
+    z_in = z.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(obs.residual(model(z_in, logsnr)).square().sum(), z_in)
+    torch.testing.assert_close(x_hat, model(z, logsnr))
+    torch.testing.assert_close(grad, expected)
+    assert expected[:, :, [0, 2, 3, 5]].abs().amax(dim=(0, 1, 3, 4)).gt(0).all()
 
 
 def test_reconstruction_guidance_w1_exact_at_low_noise_only():
