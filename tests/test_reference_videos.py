@@ -1,0 +1,81 @@
+"""The same seeds give bit-identical videos across refactors, for every task.
+
+`tests/data/reference_videos.npz` was written by this file's `reference_runs` on main before
+the redesign that split `extend.py` (commit 1f7b61d), with the shipped model under the default
+bf16 autocast. The calls below use only the public API the README promises, so the same
+function regenerates them (`python tests/test_reference_videos.py --write`) and checks them.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vdm_core.data import EVAL_SEEDS, world_clip
+from vdm_core.pipeline import VideoDiffusionPipeline
+
+REFERENCE = Path(__file__).parent / "data" / "reference_videos.npz"
+PROMPT = "a red circle moving up and left"
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def reference_runs(pipe: VideoDiffusionPipeline) -> dict[str, np.ndarray]:
+    """Every task at a few steps, each from its own seed: name -> frames (T, H, W, 3) uint8."""
+    clip = world_clip(EVAL_SEEDS[3], 24)
+    low = clip.frames[:8].reshape(8, 16, 2, 16, 2, 3).mean(axis=(2, 4)).round().astype(np.uint8)
+    runs = {
+        "generate": pipe(PROMPT, num_inference_steps=3, generator=_gen(0)).frames,
+        "generate_ddim": pipe(PROMPT, num_inference_steps=3, sampler="ddim",
+                              guidance_weight=1.0, generator=_gen(1)).frames,
+        "generate_pc": pipe("", num_frames=8, num_inference_steps=2, sampler="pc",
+                            generator=_gen(2)).frames,
+        "generate_long": pipe(PROMPT, num_frames=24, num_inference_steps=2,
+                              generator=_gen(3)).frames,
+        "predict": pipe.predict(clip.frames, k=2, num_frames=16, num_inference_steps=3,
+                                generator=_gen(6)).frames,
+        "interpolate": pipe.interpolate(clip.frames[:17:4], every=4, num_inference_steps=3,
+                                        generator=_gen(7)).frames,
+    }
+    for strategy in ("replacement", "reconstruction"):
+        runs[f"extend_{strategy}"] = pipe.extend(
+            clip.frames[:4], 20, prompt=clip.caption, strategy=strategy, num_inference_steps=3,
+            generator=_gen(4)).frames
+    for strategy in ("lowpass", "reconstruction"):
+        runs[f"super_resolve_{strategy}"] = pipe.super_resolve(
+            low, strategy=strategy, num_inference_steps=3, generator=_gen(5)).frames
+    comparison = pipe.compare(clip.frames[:4], 20, seed=8, prompt=clip.caption,
+                              num_inference_steps=2)
+    for name, frames in comparison.videos.items():
+        runs[f"compare_{name}"] = frames
+    return runs
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return reference_runs(VideoDiffusionPipeline.from_pretrained())
+
+
+@pytest.mark.parametrize("name", sorted(np.load(REFERENCE).files) if REFERENCE.exists() else [])
+def test_same_seed_gives_the_saved_video(runs, name):
+    saved = np.load(REFERENCE)[name]
+    assert runs[name].shape == saved.shape
+    assert np.array_equal(runs[name], saved), (
+        f"{name}: {(runs[name] != saved).mean():.1%} of the values differ")
+
+
+def test_every_task_is_recorded():
+    assert REFERENCE.exists(), "run `python tests/test_reference_videos.py --write` on main"
+    names = set(np.load(REFERENCE).files)
+    assert {"generate", "generate_long", "predict", "interpolate", "extend_reconstruction",
+            "super_resolve_reconstruction", "compare_replacement"} <= names
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
+    REFERENCE.parent.mkdir(exist_ok=True)
+    np.savez_compressed(REFERENCE, **reference_runs(VideoDiffusionPipeline.from_pretrained()))
+    print(f"wrote {REFERENCE}")
