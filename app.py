@@ -12,6 +12,7 @@ import gradio as gr
 
 from demo import CSS, STATE_SESSIONS, THEME, build_demo
 from demo.runtime import configure_threads, warm_up
+from vdm_core.memory import retain_freed_memory
 from vdm_core.video_io import MAX_BYTES
 
 DEFAULT_PORT = 7860
@@ -37,6 +38,7 @@ def launch_app(port: int | None = None, host: str | None = None,
     otherwise it serves until interrupted. Uploads over the video reader's size limit are
     refused by the server, and per-session state is bounded.
     """
+    retain_freed_memory()  # reconstruction-guidance steps reuse their memory (memory.py)
     configure_threads()
     demo = build_demo()
     warm_up()

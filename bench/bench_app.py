@@ -6,7 +6,7 @@ Spawns `python app.py` on a free port and measures
 
 - ready time: from the spawn until the page answers HTTP 200 (the model then loads in the
   background) and until the first 1-step /generate call returns (model loaded);
-- a 16-frame clip at the default settings (DEFAULT_STEPS = 24 ancestral steps, w = 2, so every
+- a 16-frame clip at the app's defaults (`APP_DEFAULTS`: 24 ancestral steps, w = 2, so every
   step is a guided pair of denoiser calls) through `gradio_client` /generate: the median of N calls,
   end to end (queue, sampling, H.264 encoding, file transfer);
 - the server's peak resident memory (VmHWM of the app process).
@@ -31,7 +31,7 @@ from pathlib import Path
 from perf_docs import DOCS, write_section
 
 from demo.runtime import num_threads
-from demo.validation import DEFAULT_STEPS
+from vdm_core.defaults import APP_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     """Measure, print the report and optionally write it into docs/performance.md."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed clips (median)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+    parser.add_argument("--steps", type=int, default=APP_DEFAULTS.steps,
                         help="sampling steps per clip (default: the app's)")
     parser.add_argument("--write-docs", action="store_true",
                         help=f"write the results into {DOCS.relative_to(ROOT)}")

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from perf_docs import DOCS, write_section  # noqa: E402
 
-from vdm_core.extend import DEFAULT_GUIDANCE_WEIGHT, DEFAULT_K  # noqa: E402
+from vdm_core.defaults import APP_DEFAULTS  # noqa: E402
 from vdm_core.guidance import Observation, ReconstructionGuidance  # noqa: E402
 from vdm_core.memory import retain_freed_memory  # noqa: E402
 from vdm_core.pipeline import VideoDiffusionPipeline  # noqa: E402
@@ -50,7 +50,7 @@ THREADS = 2
 TEXT_TOKENS = 8
 GUIDANCE_CASES = {  # reconstruction-guidance step: (known frames of 16, None = 4x low-res view; w)
     "eq7": (8, 0.0),  # the first half of the window known
-    "eq7 app": (DEFAULT_K, DEFAULT_GUIDANCE_WEIGHT),  # the app's extension: k = 4, CFG w = 2
+    "eq7 app": (APP_DEFAULTS.k, APP_DEFAULTS.w),  # the app's extension: k = 4, CFG w = 2
     "eq8": (None, 0.0),  # a 4x average-pooled view of every frame (super-resolution)
 }
 CASES = (("forward", 1), ("forward", 2), ("fwd+grad", 1))  # (step kind, batch) timed
@@ -316,7 +316,7 @@ def report(steps, guidance, params: dict[str, int], repeats: int, warmup: int,
         "*forward*: one call under `torch.no_grad()`. *fwd+grad*: forward plus "
         "`torch.autograd.grad(loss, z)` with frozen weights, the cost of a reconstruction-guidance "
         "step. bf16 is `torch.autocast(\"cpu\", dtype=torch.bfloat16)`. The process keeps freed "
-        "memory in its heap (`vdm_core.memory.retain_freed_memory`, as the pipeline and the "
+        "memory in its heap (`vdm_core.memory.retain_freed_memory`, as the app, the CLI and the "
         "trainer do); without it glibc returns the activations of each fwd+grad step to the OS "
         "and the next step faults them in again (about 10,000 page faults per step).",
         "",
@@ -423,7 +423,7 @@ def ratio_table(steps, guidance, with_reference: bool) -> list[str]:
         (f"reconstruction-guidance step / plain step, {GUIDANCE_CASES['eq7'][0]} of 16 frames "
          f"known (eq. 7; pipeline denoiser, batch 1; median of {len(guidance)} processes, range)",
          guidance_ratios(guidance, "eq7"), TARGET_GUIDANCE),
-        (f"... {DEFAULT_K} of 16 known at w = {DEFAULT_GUIDANCE_WEIGHT:g} (the app's extension "
+        (f"... {APP_DEFAULTS.k} of 16 known at w = {APP_DEFAULTS.w:g} (the app's extension "
          "step; batch 2)", guidance_ratios(guidance, "eq7 app"), TARGET_GUIDANCE),
         ("... a 4x downsampled view of all frames (eq. 8; batch 1)",
          guidance_ratios(guidance, "eq8"), TARGET_GUIDANCE),
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guidance-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(THREADS)
-    retain_freed_memory()  # as the pipeline does, for the raw U-Net steps too
+    retain_freed_memory()  # as the app and the CLI do, for the raw U-Net steps too
     torch.manual_seed(0)
 
     ours = UNet3D(UNetConfig()).eval().requires_grad_(False)

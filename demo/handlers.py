@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import gradio as gr
 import numpy as np
@@ -23,7 +24,6 @@ from demo.validation import (
     SAMPLER_LABELS,
     InputError,
     Notes,
-    SamplingArgs,
     check_conditioning_frames,
     check_num_frames,
     check_prompt,
@@ -31,8 +31,10 @@ from demo.validation import (
     clamp_number,
 )
 from demo.worker import BackgroundJob
-from vdm_core.extend import DEFAULT_W_R
-from vdm_core.pipeline import PipelineStep, VideoDiffusionPipeline
+from vdm_core.compare import Comparison
+from vdm_core.defaults import APP_DEFAULTS
+from vdm_core.outputs import PipelineStep, SamplingConfig
+from vdm_core.pipeline import VideoDiffusionPipeline
 from vdm_core.video_io import frame_strip, tensor_to_frames, write_mp4
 
 log = logging.getLogger(__name__)
@@ -139,10 +141,10 @@ def _sampler_label(name: str) -> str:
     return next(label for label, key in SAMPLER_LABELS.items() if key == name)
 
 
-def _settings_text(args: SamplingArgs, extra: str = "") -> str:
+def _settings_text(config: SamplingConfig, seed: int, extra: str = "") -> str:
     """One line describing the sampling settings of a result."""
-    return (f"Seed **{args.seed}** · {_sampler_label(args.sampler)} sampler · "
-            f"**{args.steps}** steps · w = **{args.guidance_weight:g}**{extra}")
+    return (f"Seed **{seed}** · {_sampler_label(config.sampler)} sampler · "
+            f"**{config.steps}** steps · w = **{config.w:g}**{extra}")
 
 
 def _notes_text(notes: Notes) -> str:
@@ -152,27 +154,25 @@ def _notes_text(notes: Notes) -> str:
 
 def check_generate(pipe: VideoDiffusionPipeline, prompt: object, guidance_weight: object,
                    sampler: object, steps: object, seed: object, randomize: object,
-                   num_frames: object) -> tuple[str, SamplingArgs, int, Notes]:
-    """Checked Generate inputs: (prompt, sampling args, frame count, notes)."""
+                   num_frames: object) -> tuple[str, SamplingConfig, int, int, Notes]:
+    """Checked Generate inputs: (prompt, seeded config, seed, frame count, notes)."""
     notes = Notes()
     encoder = pipe.text_encoder
     prompt = check_prompt(prompt, encoder.was_truncated, notes, encoder.max_tokens)
-    args = check_sampling(guidance_weight, sampler, steps, seed, bool(randomize), notes)
-    return prompt, args, check_num_frames(num_frames, notes), notes
+    config, seed = check_sampling(guidance_weight, sampler, steps, seed, bool(randomize), notes)
+    return prompt, config, seed, check_num_frames(num_frames, notes), notes
 
 
 def _generate(prompt, guidance_weight, sampler, steps, seed, randomize, num_frames,
               progress: gr.Progress, live: bool):
     """Text-to-video; with live=True the strip shows x_hat while sampling."""
     pipe = get_pipeline()
-    prompt, args, num_frames, notes = check_generate(pipe, prompt, guidance_weight, sampler,
-                                                     steps, seed, randomize, num_frames)
+    prompt, config, seed, num_frames, notes = check_generate(
+        pipe, prompt, guidance_weight, sampler, steps, seed, randomize, num_frames)
     notify(notes)
 
     def sample(callback):
-        return pipe(prompt, num_frames=num_frames, num_inference_steps=args.steps,
-                    guidance_weight=args.guidance_weight, generator=tasks.seeded(args.seed),
-                    sampler=args.sampler, callback=callback)
+        return pipe(prompt, num_frames=num_frames, config=config.with_callback(callback))
 
     def show(step: PipelineStep) -> tuple | None:
         if not (live and _preview_due(step)):
@@ -185,9 +185,9 @@ def _generate(prompt, guidance_weight, sampler, steps, seed, randomize, num_fram
     seconds = time.perf_counter() - start
     blocks = len(out.info.get("block_starts", [0]))
     extra = f" · {len(out.frames)} frames in {blocks} block(s) · {seconds:.1f} s"
-    status = _settings_text(args, extra) + _notes_text(notes)
+    status = _settings_text(config, seed, extra) + _notes_text(notes)
     strip = frame_strip(out.frames, max_frames=16, scale=4, columns=8)
-    yield (_write_video(out.frames, "generated"), strip, args.seed, status,
+    yield (_write_video(out.frames, "generated"), strip, seed, status,
            {"frames": out.frames, "prompt": prompt})
 
 
@@ -212,7 +212,7 @@ def _number(value: float) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.3g}"
 
 
-def _score_table(result: tasks.TaskResult) -> str:
+def _score_table(result: Comparison) -> str:
     """The scores of both strategies as a markdown table (metrics as rows)."""
     names = list(result.videos)
     keys = [key for key in SCORE_LABELS if any(key in result.scores.get(n, {}) for n in names)]
@@ -227,18 +227,19 @@ def _score_table(result: tasks.TaskResult) -> str:
     return "\n\n" + header + "\n".join(rows) + "\n\n" + SCORE_NOTE
 
 
-def _task_outputs(result: tasks.TaskResult, args: SamplingArgs, notes: Notes,
+def _task_outputs(task: tasks.TaskResult, config: SamplingConfig, seed: int, notes: Notes,
                   source: sources.SourceClip) -> tuple:
     """(given, first strategy, second strategy, truth) videos, the plot and the status."""
+    result = task.comparison
     first, second = list(result.videos)
     figure = plots.comparison_figure(result.frame_changes, result.errors, result.block_starts,
                                      result.given, result.error_label)
     truth_note = "" if result.truth is not None else " · no ground truth for this source"
     status = (f"**{METHOD_TITLES[first]}** (left) vs **{METHOD_TITLES[second]}** (right) on "
               f"{_escape(source.label)}, same seed · {len(result.videos[first])} frames · "
-              f"{result.seconds:.1f} s{truth_note}\n\n{_settings_text(args)}"
+              f"{result.seconds:.1f} s{truth_note}\n\n{_settings_text(config, seed)}"
               + _score_table(result) + _notes_text(notes))
-    return (_write_video(result.given_preview, "given"),
+    return (_write_video(task.given_preview, "given"),
             _write_video(result.videos[first], first),
             _write_video(result.videos[second], second),
             _write_video(result.truth, "truth"), figure, status)
@@ -246,17 +247,26 @@ def _task_outputs(result: tasks.TaskResult, args: SamplingArgs, notes: Notes,
 
 def _prepare(source_kind, world_index, upload, last_clip, num_frames, prompt, guidance_weight,
              w_r, steps, sampler, seed):
-    """Checks shared by the three tasks: (pipe, source, frame count, prompt, args, w_r, notes)."""
+    """Checks shared by the three tasks: (pipe, source, frame count, prompt, config, seed,
+    notes); the config carries the checked w_r."""
     pipe = get_pipeline()
     notes = Notes()
     num_frames = check_num_frames(num_frames, notes, low=2)
     encoder = pipe.text_encoder
     prompt = check_prompt(prompt, encoder.was_truncated, notes, encoder.max_tokens)
-    args = check_sampling(guidance_weight, sampler, steps, seed, False, notes)
-    w_r = clamp_number("Reconstruction weight w_r", w_r, 0.0, 64.0, notes)
+    config, seed = check_sampling(guidance_weight, sampler, steps, seed, False, notes)
+    config = replace(config, w_r=clamp_number("Reconstruction weight w_r", w_r, 0.0, 64.0, notes))
     size = pipe.config.image_size
     source = sources.load_source(source_kind, world_index, upload, last_clip, num_frames, size)
-    return pipe, source, num_frames, prompt, args, w_r, notes
+    return pipe, source, num_frames, prompt, config, seed, notes
+
+
+def _run_task(task: Callable[[SamplingConfig], tasks.TaskResult], config: SamplingConfig,
+              seed: int, notes: Notes, source: sources.SourceClip, progress: gr.Progress):
+    """Run task(config with a progress callback) in a worker, then yield the tab's outputs."""
+    notify(notes)
+    result = yield from run_job(lambda cb: task(config.with_callback(cb)), progress)
+    yield _task_outputs(result, config, seed, notes, source)
 
 
 @user_errors
@@ -264,15 +274,12 @@ def compare(source: str, world_index: int, upload: str | None, last_clip: dict |
             num_frames: int, k: int, prompt: str, guidance_weight: float, w_r: float, steps: int,
             sampler: str, seed: int, progress=PROGRESS):
     """Extend the first k frames of a clip with replacement and with reconstruction guidance."""
-    pipe, src, num_frames, prompt, args, w_r, notes = _prepare(
+    pipe, src, num_frames, prompt, config, seed, notes = _prepare(
         source, world_index, upload, last_clip, num_frames, prompt, guidance_weight, w_r, steps,
         sampler, seed)
-    window = pipe.config.num_frames
-    k = check_conditioning_frames(k, num_frames, notes, window)
-    notify(notes)
-    result = yield from run_job(
-        lambda cb: tasks.extend_task(pipe, src, num_frames, k, prompt, args, w_r, cb), progress)
-    yield _task_outputs(result, args, notes, src)
+    k = check_conditioning_frames(k, num_frames, notes, pipe.config.num_frames)
+    yield from _run_task(lambda c: tasks.extend_task(pipe, src, num_frames, prompt, c, seed),
+                         replace(config, k=k), seed, notes, src, progress)
 
 
 @user_errors
@@ -280,15 +287,13 @@ def super_resolve(source: str, world_index: int, upload: str | None, last_clip: 
                   num_frames: int, factor: str, prompt: str, guidance_weight: float, w_r: float,
                   steps: int, sampler: str, seed: int, progress=PROGRESS):
     """Super-resolve a downsampled clip with low-pass replacement and with eq. 8."""
-    pipe, src, num_frames, prompt, args, w_r, notes = _prepare(
+    pipe, src, num_frames, prompt, config, seed, notes = _prepare(
         source, world_index, upload, last_clip, num_frames, prompt, guidance_weight, w_r, steps,
         sampler, seed)
     scale = check_factor(factor)
-    notify(notes)
-    result = yield from run_job(
-        lambda cb: tasks.super_resolve_task(pipe, src, num_frames, scale, prompt, args, w_r, cb),
-        progress)
-    yield _task_outputs(result, args, notes, src)
+    yield from _run_task(
+        lambda c: tasks.super_resolve_task(pipe, src, num_frames, scale, prompt, c, seed),
+        config, seed, notes, src, progress)
 
 
 @user_errors
@@ -296,17 +301,15 @@ def interpolate(source: str, world_index: int, upload: str | None, last_clip: di
                 num_frames: int, every: int, k: int, prompt: str, guidance_weight: float,
                 w_r: float, steps: int, sampler: str, seed: int, progress=PROGRESS):
     """Keep every m-th frame of a clip and fill the rest with replacement and with eq. 7."""
-    pipe, src, num_frames, prompt, args, w_r, notes = _prepare(
+    pipe, src, num_frames, prompt, config, seed, notes = _prepare(
         source, world_index, upload, last_clip, num_frames, prompt, guidance_weight, w_r, steps,
         sampler, seed)
     window = pipe.config.num_frames
     every = clamp_number("Keep every m-th frame", every, 2, window - 1, notes, integer=True)
     k = check_conditioning_frames(k, num_frames, notes, window)
-    notify(notes)
-    result = yield from run_job(
-        lambda cb: tasks.interpolate_task(pipe, src, num_frames, every, k, prompt, args, w_r,
-                                          cb), progress)
-    yield _task_outputs(result, args, notes, src)
+    yield from _run_task(
+        lambda c: tasks.interpolate_task(pipe, src, num_frames, every, prompt, c, seed),
+        replace(config, k=k), seed, notes, src, progress)
 
 
 def check_factor(factor: object) -> int:
@@ -344,7 +347,7 @@ def source_controls(source: str):
 def mode_controls(mode: str, factor: str):
     """Visibility of the task-specific controls and buttons, and the w_r that suits the mode."""
     extend, sr, interp = (mode == m for m in MODES)
-    w_r = FACTORS.get(factor, 2) ** 2 if sr else DEFAULT_W_R
+    w_r = FACTORS.get(factor, 2) ** 2 if sr else APP_DEFAULTS.w_r
     return (gr.update(visible=extend or interp), gr.update(visible=sr),
             gr.update(visible=interp), gr.update(value=w_r), gr.update(visible=extend),
             gr.update(visible=sr), gr.update(visible=interp))

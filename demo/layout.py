@@ -4,16 +4,11 @@ import gradio as gr
 
 from demo import handlers, info, plots, sources
 from demo.runtime import model_dir
-from demo.validation import (
-    DEFAULT_STEPS,
-    MAX_FRAMES,
-    MAX_SEED,
-    MAX_STEPS,
-    NATIVE_FRAMES,
-    SAMPLER_LABELS,
-)
+from demo.validation import MAX_SEED, MAX_STEPS, SAMPLER_LABELS
 from vdm_core.data import EVAL_SEEDS
-from vdm_core.extend import DEFAULT_K, DEFAULT_W_R
+from vdm_core.defaults import APP_DEFAULTS
+from vdm_core.outputs import MAX_FRAMES
+from vdm_core.unet3d import UNetConfig
 
 TITLE = "Video Diffusion Explorer"
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber")
@@ -33,6 +28,12 @@ STATE_SESSIONS = 256  # sessions whose state the server keeps at most (pass to l
 SAMPLERS = list(SAMPLER_LABELS)
 
 
+def native_frames() -> int:
+    """The served model's window (frames per sampler call), from its config.json."""
+    config = info.load_config(model_dir()) or UNetConfig()
+    return config.num_frames
+
+
 def example_prompts(count: int = NUM_EXAMPLES) -> list[list[str]]:
     """Captions of held-out world clips (never in the training stream) as example prompts."""
     return [[sources.world_caption(i)] for i in range(count)]
@@ -40,10 +41,12 @@ def example_prompts(count: int = NUM_EXAMPLES) -> list[list[str]]:
 
 def sampling_controls(prefix: str = "gen") -> tuple:
     """Guidance weight, sampler and steps controls shared by both tabs (ids start with prefix)."""
-    weight = gr.Slider(0, 8, value=2.0, step=0.25, label="Guidance weight w",
+    weight = gr.Slider(0, 8, value=APP_DEFAULTS.w, step=0.25, label="Guidance weight w",
                        info="Classifier-free guidance: 0 = off; higher follows the prompt more")
-    sampler = gr.Radio(SAMPLERS, value=SAMPLERS[0], label="Sampler")
-    num_steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Sampling steps",
+    default = next(label for label, name in SAMPLER_LABELS.items()
+                   if name == APP_DEFAULTS.sampler)
+    sampler = gr.Radio(SAMPLERS, value=default, label="Sampler")
+    num_steps = gr.Slider(1, MAX_STEPS, value=APP_DEFAULTS.steps, step=1, label="Sampling steps",
                           elem_id=f"{prefix}-steps")
     return weight, sampler, num_steps
 
@@ -68,7 +71,8 @@ def generate_tab(last_clip: gr.State) -> list:
                 seed = gr.Number(value=0, step=1, minimum=0, maximum=MAX_SEED,
                                  label="Seed")
                 randomize = gr.Checkbox(value=True, label="Randomize seed")
-            num_frames = gr.Slider(NATIVE_FRAMES, MAX_FRAMES, value=NATIVE_FRAMES, step=8,
+            window = native_frames()
+            num_frames = gr.Slider(window, MAX_FRAMES, value=window, step=8,
                                    label="Frames",
                                    info="16 is native; longer videos are extended block by "
                                         "block with reconstruction guidance")
@@ -92,6 +96,7 @@ def generate_tab(last_clip: gr.State) -> list:
 
 def extend_tab(last_clip: gr.State) -> list:
     """The Extend & compare tab; returns its events (for the Stop button)."""
+    window = native_frames()
     with gr.Row():
         with gr.Column(scale=2):
             mode = gr.Radio(list(handlers.MODES), value=handlers.EXTEND,
@@ -104,17 +109,17 @@ def extend_tab(last_clip: gr.State) -> list:
                               visible=False)
             prompt = gr.Textbox(label="Prompt", value=sources.world_caption(0), lines=2,
                                 info="Filled with the source's caption; empty = unconditional")
-            num_frames = gr.Slider(NATIVE_FRAMES, MAX_FRAMES, value=32, step=8,
+            num_frames = gr.Slider(window, MAX_FRAMES, value=2 * window, step=8,
                                    label="Frames")
-            k = gr.Slider(1, NATIVE_FRAMES - 1, value=DEFAULT_K, step=1,
+            k = gr.Slider(1, window - 1, value=APP_DEFAULTS.k, step=1,
                           label="Conditioning frames k",
                           info="Frames given at the start, and the context of each new block")
             factor = gr.Radio(list(handlers.FACTORS), value=list(handlers.FACTORS)[0],
                               label="Super-resolution factor", visible=False)
-            every = gr.Slider(2, NATIVE_FRAMES - 1, value=4, step=1, visible=False,
+            every = gr.Slider(2, window - 1, value=4, step=1, visible=False,
                               label="Keep every m-th frame")
             weight, sampler, steps = sampling_controls(prefix="cmp")
-            w_r = gr.Slider(0, 32, value=DEFAULT_W_R, step=0.5,
+            w_r = gr.Slider(0, 32, value=APP_DEFAULTS.w_r, step=0.5,
                             label="Reconstruction guidance weight w_r",
                             info="Eq. 7/8; for super-resolution f² is the exact low-noise value")
             seed = gr.Number(value=0, step=1, minimum=0, maximum=MAX_SEED,

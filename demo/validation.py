@@ -9,7 +9,10 @@ warning; a problem it cannot fix (NaN, an unknown sampler, a mode without its in
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from vdm_core.defaults import APP_DEFAULTS
+from vdm_core.outputs import MAX_FRAMES, SamplingConfig
 
 SAMPLER_LABELS: dict[str, str] = {
     "Ancestral": "ancestral",
@@ -18,12 +21,7 @@ SAMPLER_LABELS: dict[str, str] = {
 }
 MAX_SEED = 2**31 - 1
 MAX_PROMPT_CHARS = 500
-NATIVE_FRAMES = 16
-MAX_FRAMES = 128
 MAX_STEPS = 256
-# Default sampling steps of both tabs: a guided 16-frame clip in under 5 s on 2 CPU cores, and
-# 16 -> 64 frames with both strategies in under a minute (docs/performance.md).
-DEFAULT_STEPS = 24
 
 
 class InputError(ValueError):
@@ -118,25 +116,19 @@ def resolve_seed(seed: object, randomize: bool, notes: Notes,
     return clamp_number("Seed", seed, 0, MAX_SEED, notes, integer=True)
 
 
-@dataclass(frozen=True)
-class SamplingArgs:
-    """Checked settings shared by every sampling call."""
-
-    guidance_weight: float
-    sampler: str
-    steps: int
-    seed: int
-
-
 def check_sampling(guidance_weight: object, sampler: object, steps: object, seed: object,
-                   randomize: bool, notes: Notes) -> SamplingArgs:
-    """Check w in [0, 8], the sampler, steps in [1, MAX_STEPS] and the seed."""
-    return SamplingArgs(
-        guidance_weight=clamp_number("Guidance weight w", guidance_weight, 0.0, 8.0, notes),
+                   randomize: bool, notes: Notes) -> tuple[SamplingConfig, int]:
+    """Check w in [0, 8], the sampler, steps in [1, MAX_STEPS] and the seed: the app's
+    SamplingConfig (its other fields from defaults.APP_DEFAULTS) seeded with the seed, and
+    the seed."""
+    config = replace(
+        APP_DEFAULTS,
+        w=clamp_number("Guidance weight w", guidance_weight, 0.0, 8.0, notes),
         sampler=check_sampler(sampler),
         steps=clamp_number("Steps", steps, 1, MAX_STEPS, notes, integer=True),
-        seed=resolve_seed(seed, bool(randomize), notes),
     )
+    seed = resolve_seed(seed, bool(randomize), notes)
+    return config.seeded(seed), seed
 
 
 def check_num_frames(num_frames: object, notes: Notes, low: int = 1) -> int:
@@ -144,8 +136,7 @@ def check_num_frames(num_frames: object, notes: Notes, low: int = 1) -> int:
     return clamp_number("Frame count", num_frames, low, MAX_FRAMES, notes, integer=True)
 
 
-def check_conditioning_frames(k: object, num_frames: int, notes: Notes,
-                              window: int = NATIVE_FRAMES) -> int:
+def check_conditioning_frames(k: object, num_frames: int, notes: Notes, window: int) -> int:
     """The number k of conditioning frames: at least 1, fewer than the window and num_frames."""
     high = min(window, num_frames) - 1
     if high < 1:

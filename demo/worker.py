@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from vdm_core.pipeline import PipelineStep, ProgressCallback
+from vdm_core.outputs import PipelineStep, ProgressCallback
 
 T = TypeVar("T")
 _DONE = object()

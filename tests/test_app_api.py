@@ -24,7 +24,8 @@ from demo import handlers, info, sources, validation
 from demo.runtime import get_pipeline
 from demo.worker import BackgroundJob, Cancelled
 from vdm_core.data import world_clip
-from vdm_core.pipeline import DEFAULT_MODEL, PipelineStep
+from vdm_core.outputs import PipelineStep
+from vdm_core.pipeline import DEFAULT_MODEL
 from vdm_core.unet3d import CONFIG_NAME, WEIGHTS_NAME, UNetConfig
 from vdm_core.video_io import MAX_BYTES, read_video, write_mp4
 
@@ -67,9 +68,9 @@ def test_check_sampler_seed_and_conditioning_frames():
     notes = validation.Notes()
     assert validation.resolve_seed(-3, False, notes) == 0 and notes.warnings
     assert 0 <= validation.resolve_seed(None, True, notes) <= validation.MAX_SEED
-    assert validation.check_conditioning_frames(40, 64, notes) == 15
+    assert validation.check_conditioning_frames(40, 64, notes, 16) == 15
     with pytest.raises(validation.InputError, match="at least 2 frames"):
-        validation.check_conditioning_frames(1, 1, notes)
+        validation.check_conditioning_frames(1, 1, notes, 16)
     assert handlers.check_factor("4x (8x8 -> 32x32)") == handlers.check_factor(4) == 4
     with pytest.raises(validation.InputError, match="factor"):
         handlers.check_factor(3)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vdm_core.samplers import Denoiser, Strategy, Unguided
+from vdm_core.samplers import Denoiser, Strategy, Unguided, noise
 from vdm_core.schedule import alpha_sigma, broadcast_to
 from vdm_core.unet3d import backprop_frames
 
@@ -189,8 +189,8 @@ def _replace_frames(
 ) -> torch.Tensor:
     """z_s with z_s^a replaced by a fresh draw from q(z_s^a | x^a) = N(alpha_s x^a, sigma_s^2 I)."""
     shape = (z_s.shape[0], *obs.frames.shape[1:])  # (B, C, K, H, W)
-    noise = torch.randn(shape, generator=generator, dtype=z_s.dtype, device=z_s.device)
-    return obs.with_known(z_s, _forward_sample(obs.frames, logsnr_s, noise))
+    eps = noise(shape, generator, z_s)
+    return obs.with_known(z_s, _forward_sample(obs.frames, logsnr_s, eps))
 
 
 def residual_gradient(
@@ -286,7 +286,7 @@ class LowPassReplacement:
         self, z_s: torch.Tensor, logsnr_s: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         """D-content of z_s <- alpha_s x^a + sigma_s D(eps)."""
-        eps = torch.randn(z_s.shape, generator=generator, dtype=z_s.dtype, device=z_s.device)
+        eps = noise(z_s.shape, generator, z_s)
         low = _forward_sample(self.obs.lowres, logsnr_s, self.obs.down(eps))  # (B, C, T, h, w)
         return self.obs.with_lowpass(z_s, low)
 

@@ -97,9 +97,13 @@ def _alpha_sigma(logsnr: float) -> tuple[float, float]:
     return alpha.item(), sigma.item()
 
 
-def _noise(z: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """eps ~ N(0, I) shaped like z, drawn from `generator`."""
-    return torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+def noise(shape: tuple[int, ...], generator: torch.Generator | None,
+          like: torch.Tensor) -> torch.Tensor:
+    """eps ~ N(0, I) of `shape`, drawn from `generator` on its own device (a CPU generator keeps
+    seeds portable) and moved to the device and dtype of `like`."""
+    draw_on = generator.device if generator is not None else like.device
+    eps = torch.randn(shape, generator=generator, dtype=like.dtype, device=draw_on)
+    return eps.to(like.device)
 
 
 def ancestral_step(
@@ -124,7 +128,7 @@ def ancestral_step(
     log_var = math.log(one_minus_r) + 2.0 * (
         (1.0 - gamma) * math.log(sigma_s) + gamma * math.log(sigma_t)
     )
-    return mu + math.exp(0.5 * log_var) * _noise(z_t, generator)
+    return mu + math.exp(0.5 * log_var) * noise(z_t.shape, generator, z_t)
 
 
 def ddim_step(
@@ -158,9 +162,8 @@ def langevin_step(
     _, sigma_s = _alpha_sigma(logsnr_s)
     logsnr = torch.full((z_s.shape[0],), logsnr_s, dtype=z_s.dtype, device=z_s.device)
     eps_hat = eps_from_x(z_s, x_hat, logsnr)  # (B, C, T, H, W)
-    return (
-        z_s - 0.5 * delta * sigma_s * eps_hat + math.sqrt(delta) * sigma_s * _noise(z_s, generator)
-    )
+    eps = noise(z_s.shape, generator, z_s)
+    return z_s - 0.5 * delta * sigma_s * eps_hat + math.sqrt(delta) * sigma_s * eps
 
 
 def _estimate(

@@ -1,4 +1,5 @@
-"""Long videos, prediction, interpolation and super-resolution (`vdm_core.extend`).
+"""Long videos, prediction, interpolation and super-resolution (`vdm_core.conditional`), and
+their comparison (`vdm_core.compare`).
 
 A tiny random U-Net (16x16 frames, window 16) and 2-3 sampler steps: these tests check the
 bookkeeping and the conditioning, not sample quality. The U-Net's zero-initialised output layers
@@ -10,20 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from vdm_core.compare import compare_strategies, score_video
+from vdm_core.conditional import extend, plan_blocks
 from vdm_core.data import world_clip
-from vdm_core.extend import (
-    Block,
-    PerSampleGuidance,
-    compare,
-    extend,
-    interpolate,
-    plan_blocks,
-    predict,
-    super_resolve,
-)
-from vdm_core.guidance import Observation, ReconstructionGuidance, Replacement
-from vdm_core.oracle import GaussianVideo
-from vdm_core.pipeline import VideoDiffusionPipeline
+from vdm_core.defaults import TASK_DEFAULTS, default_config
+from vdm_core.outputs import SamplingConfig
+from vdm_core.pipeline import VideoDiffusionPipeline, sampling_config
 from vdm_core.samplers import SAMPLERS
 from vdm_core.unet3d import UNet3D, UNetConfig
 
@@ -98,8 +91,8 @@ def test_plan_blocks_rejects_bad_k():
 
 @pytest.mark.parametrize("strategy", ["replacement", "reconstruction"])
 def test_extend_length_input_frames_and_block_starts(pipe, clip, strategy):
-    out = extend(pipe, clip.frames[:6], 30, strategy=strategy, k=4, num_inference_steps=2,
-                 generator=_gen())
+    config = default_config("extend", k=4, steps=2, generator=_gen())
+    out = extend(pipe, clip.frames[:6], 30, strategy=strategy, config=config)
     assert out.frames.shape == (30, SIZE, SIZE, 3)
     assert out.x.shape == (1, 3, 30, SIZE, SIZE)
     np.testing.assert_array_equal(out.frames[:6], clip.frames[:6])
@@ -112,12 +105,12 @@ def test_every_block_is_conditioned_on_the_video_made_so_far(pipe, clip, monkeyp
     seen = []
     real_sample = pipe.sample
 
-    def spy(prompts, z, *args, strategy=None, **kwargs):
+    def spy(prompts, z, config, strategy=None, *args):
         seen.append((strategy.obs.frame_indices, strategy.obs.frames.clone(), z.shape[2]))
-        return real_sample(prompts, z, *args, strategy=strategy, **kwargs)
+        return real_sample(prompts, z, config, strategy, *args)
 
     monkeypatch.setattr(pipe, "sample", spy)
-    out = extend(pipe, clip.frames[:16], 40, strategy="replacement", k=4, num_inference_steps=2,
+    out = pipe.extend(clip.frames[:16], 40, strategy="replacement", k=4, num_inference_steps=2,
                  generator=_gen())
     assert len(seen) == 2
     for block, (indices, frames, length) in zip(
@@ -130,7 +123,7 @@ def test_every_block_is_conditioned_on_the_video_made_so_far(pipe, clip, monkeyp
 
 def test_same_seed_same_video_other_seed_other_video(pipe, clip):
     def run(seed):
-        return extend(pipe, clip.frames[:8], 24, k=8, num_inference_steps=2,
+        return pipe.extend(clip.frames[:8], 24, k=8, num_inference_steps=2,
                       generator=_gen(seed)).frames
 
     first = run(3)
@@ -141,7 +134,7 @@ def test_same_seed_same_video_other_seed_other_video(pipe, clip):
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 @pytest.mark.parametrize("strategy", ["replacement", "reconstruction"])
 def test_every_sampler_and_strategy_with_text_and_cfg(pipe, clip, sampler, strategy):
-    out = extend(pipe, clip.frames[:8], 20, prompt=clip.caption, strategy=strategy, k=8,
+    out = pipe.extend(clip.frames[:8], 20, prompt=clip.caption, strategy=strategy, k=8,
                  num_inference_steps=2, guidance_weight=2.0, sampler=sampler, generator=_gen())
     assert out.frames.shape == (20, SIZE, SIZE, 3)
     np.testing.assert_array_equal(out.frames[:8], clip.frames[:8])
@@ -150,7 +143,7 @@ def test_every_sampler_and_strategy_with_text_and_cfg(pipe, clip, sampler, strat
 
 def test_reconstruction_guidance_changes_the_new_frames(pipe, clip):
     def run(strategy, w_r):
-        return extend(pipe, clip.frames[:8], 16, strategy=strategy, w_r=w_r, k=8,
+        return pipe.extend(clip.frames[:8], 16, strategy=strategy, w_r=w_r, k=8,
                       num_inference_steps=3, generator=_gen()).x
 
     replaced = run("replacement", 5.0)
@@ -160,7 +153,7 @@ def test_reconstruction_guidance_changes_the_new_frames(pipe, clip):
 
 def test_progress_reports_blocks(pipe, clip):
     steps = []
-    extend(pipe, clip.frames[:10], 40, k=4, num_inference_steps=2, callback=steps.append)
+    pipe.extend(clip.frames[:10], 40, k=4, num_inference_steps=2, callback=steps.append)
     assert [(s.block, s.num_blocks, s.step) for s in steps] == [
         (b, 3, i) for b in range(3) for i in range(2)
     ]
@@ -169,7 +162,7 @@ def test_progress_reports_blocks(pipe, clip):
 
 def test_extend_accepts_float_tensors_and_batches(pipe, clip):
     x = torch.from_numpy(clip.frames[:8]).float().permute(3, 0, 1, 2) / 127.5 - 1  # (C, T, H, W)
-    out = extend(pipe, torch.stack([x, x.flip(1)]), 20, prompt=["a", "b"], k=8,
+    out = pipe.extend(torch.stack([x, x.flip(1)]), 20, prompt=["a", "b"], k=8,
                  num_inference_steps=2, generator=_gen())
     assert len(out.videos) == 2
     torch.testing.assert_close(out.x[1, :, :8], x.flip(1))
@@ -189,32 +182,32 @@ def test_extend_accepts_float_tensors_and_batches(pipe, clip):
 )
 def test_extend_rejects_bad_arguments(pipe, clip, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        extend(pipe, clip.frames[:8], **kwargs)
+        pipe.extend(clip.frames[:8], **kwargs)
 
 
 def test_extend_rejects_wrong_frame_sizes(pipe):
     big = world_clip(1, 8, 32).frames
     with pytest.raises(ValueError, match="32x32 but the model makes 16x16"):
-        extend(pipe, big, 20)
+        pipe.extend(big, 20)
     with pytest.raises(ValueError, match="uint8"):
-        extend(pipe, big.astype(np.float32), 20)
+        pipe.extend(big.astype(np.float32), 20)
 
 
 def test_predict_keeps_the_first_k_frames(pipe, clip):
-    out = predict(pipe, clip.frames, 1, num_frames=20, num_inference_steps=2, generator=_gen())
+    out = pipe.predict(clip.frames, 1, num_frames=20, num_inference_steps=2, generator=_gen())
     assert out.frames.shape[0] == 20
     np.testing.assert_array_equal(out.frames[:1], clip.frames[:1])
     assert out.info["block_starts"][0] == 1
     with pytest.raises(ValueError, match="fewer than k"):
-        predict(pipe, clip.frames[:2], 4)
+        pipe.predict(clip.frames[:2], 4)
     with pytest.raises(ValueError, match="window - 1"):
-        predict(pipe, clip.frames, 16)
+        pipe.predict(clip.frames, 16)
 
 
 @pytest.mark.parametrize("strategy", ["replacement", "reconstruction"])
 def test_interpolate_keeps_the_given_frames(pipe, clip, strategy):
     sparse = clip.frames[:33:4]  # 9 frames at 0, 4, ..., 32
-    out = interpolate(pipe, sparse, 4, strategy=strategy, k=4, num_inference_steps=2,
+    out = pipe.interpolate(sparse, 4, strategy=strategy, k=4, num_inference_steps=2,
                       generator=_gen())
     assert out.frames.shape[0] == 33
     np.testing.assert_array_equal(out.frames[::4], sparse)
@@ -224,9 +217,9 @@ def test_interpolate_keeps_the_given_frames(pipe, clip, strategy):
 
 def test_interpolate_rejects_bad_arguments(pipe, clip):
     with pytest.raises(ValueError, match="every"):
-        interpolate(pipe, clip.frames[:3], 16)
+        pipe.interpolate(clip.frames[:3], 16)
     with pytest.raises(ValueError, match="shorter than"):
-        interpolate(pipe, clip.frames[:3], 4, num_frames=5)
+        pipe.interpolate(clip.frames[:3], 4, num_frames=5)
 
 
 def _area_down(frames, factor):
@@ -237,7 +230,7 @@ def _area_down(frames, factor):
 
 def test_super_resolve_lowpass_reproduces_the_lowres_input(pipe, clip):
     low = _area_down(clip.frames[:6], 2)  # (6, 8, 8, 3)
-    out = super_resolve(pipe, low, strategy="lowpass", num_inference_steps=3, generator=_gen())
+    out = pipe.super_resolve(low, strategy="lowpass", num_inference_steps=3, generator=_gen())
     assert out.frames.shape == (6, SIZE, SIZE, 3)
     target = torch.from_numpy(low).float().permute(3, 0, 1, 2) / 127.5 - 1  # (C, T, 8, 8)
     blocks = out.x[0].unflatten(2, (8, 2)).unflatten(4, (8, 2))  # (C, T, 8, 2, 8, 2)
@@ -249,7 +242,7 @@ def test_super_resolve_lowpass_reproduces_the_lowres_input(pipe, clip):
 
 def test_super_resolve_reconstruction_runs_and_blocks_long_clips(pipe, clip):
     low = _area_down(clip.frames[:20], 4)  # (20, 4, 4, 3)
-    out = super_resolve(pipe, low, num_inference_steps=2, generator=_gen())
+    out = pipe.super_resolve(low, num_inference_steps=2, generator=_gen())
     assert out.frames.shape == (20, SIZE, SIZE, 3)
     assert out.info["w_r"] == 16.0  # f^2 for f = 4
     assert out.info["block_starts"] == [0, 10]
@@ -257,51 +250,82 @@ def test_super_resolve_reconstruction_runs_and_blocks_long_clips(pipe, clip):
 
 def test_super_resolve_rejects_bad_sizes(pipe, clip):
     with pytest.raises(ValueError, match="integer factor"):
-        super_resolve(pipe, clip.frames[:4])
+        pipe.super_resolve(clip.frames[:4])
     with pytest.raises(ValueError, match="integer factor"):
-        super_resolve(pipe, clip.frames[:4, :6, :6])
+        pipe.super_resolve(clip.frames[:4, :6, :6])
     with pytest.raises(ValueError, match="unknown strategy"):
-        super_resolve(pipe, _area_down(clip.frames[:4], 2), strategy="replacement")
+        pipe.super_resolve(_area_down(clip.frames[:4], 2), strategy="replacement")
 
 
-def test_per_sample_guidance_is_replacement_and_eq7_side_by_side():
-    oracle = GaussianVideo(num_frames=5, rho=0.8, std=1.0, mean=0.1)
-    gen = _gen(1)
-    known = torch.randn((1, *oracle.shape[:1], 2, *oracle.shape[2:]), generator=gen,
-                        dtype=torch.float64)  # (1, C, 2, H, W)
-    obs = Observation.known_frames([0, 1], known.expand(2, -1, -1, -1, -1))
-    z = torch.randn((1, *oracle.shape), generator=gen, dtype=torch.float64).expand(2, -1, -1, -1,
-                                                                                   -1)
-    logsnr = torch.tensor([0.5, 0.5], dtype=torch.float64)
-    mixed = PerSampleGuidance(obs, torch.tensor([0.0, 3.0], dtype=torch.float64))
-    out = mixed.x_hat(oracle.denoise, z, logsnr)
-    torch.testing.assert_close(out[:1], Replacement(obs).x_hat(oracle.denoise, z, logsnr)[:1])
-    eq7 = ReconstructionGuidance(obs, 3.0).x_hat(oracle.denoise, z, logsnr)
-    torch.testing.assert_close(out[1:], eq7[1:])
-
-
-@pytest.mark.parametrize("batched", [False, True])
-def test_compare_returns_both_strategies_and_metrics(pipe, batched):
+def test_compare_returns_both_strategies_and_scores(pipe):
     truth = world_clip(5, 24, SIZE)
     steps = []
-    result = compare(pipe, truth.frames[:8], 24, seed=2, k=8, num_inference_steps=2,
-                     truth=truth, batched=batched, callback=steps.append)
+    result = pipe.compare(truth.frames[:8], 24, seed=2, k=8, num_inference_steps=2,
+                          truth=truth, callback=steps.append)
     assert set(result.videos) == {"replacement", "reconstruction"}
     for name, frames in result.videos.items():
         assert frames.shape == (24, SIZE, SIZE, 3)
         np.testing.assert_array_equal(frames[:8], truth.frames[:8])
         assert {"seam_jump", "psnr_vs_truth", "trajectory_error_px",
-                "colour_persistence"} <= set(result.metrics[name])
+                "colour_persistence"} <= set(result.scores[name])
     np.testing.assert_array_equal(result.truth, truth.frames)
-    assert result.batched is batched
-    blocks = 2 if batched else 4  # two blocks (windows [0, 16) and [8, 24)) per strategy
-    assert {(s.block, s.num_blocks) for s in steps} == {(b, blocks) for b in range(blocks)}
+    assert result.given == list(range(8)) and result.block_starts == [8, 16]
+    # two blocks (windows [0, 16) and [8, 24)) per strategy, on one counter
+    assert {(s.block, s.num_blocks) for s in steps} == {(b, 4) for b in range(4)}
 
 
 def test_compare_back_to_back_shares_the_seed(pipe):
     truth = world_clip(5, 24, SIZE)
-    result = compare(pipe, truth.frames[:8], 24, seed=2, k=8, w_r=0.0, num_inference_steps=2)
-    np.testing.assert_array_equal(result.replacement.frames, result.reconstruction.frames)
+    result = pipe.compare(truth.frames[:8], 24, seed=2, k=8, w_r=0.0, num_inference_steps=2)
+    np.testing.assert_array_equal(result.videos["replacement"], result.videos["reconstruction"])
+
+
+def test_compare_strategies_for_super_resolution_and_interpolation(pipe, clip):
+    config = default_config("super_resolve", steps=2)
+    low = _area_down(clip.frames[:6], 2)
+    sr = compare_strategies(pipe, "super_resolve", {"lowres": low}, truth=clip.frames,
+                            config=config, seed=1, lowres=low)
+    assert list(sr.videos) == ["lowpass", "reconstruction"] and sr.given == []
+    assert {"psnr_vs_truth", "pixel_rmse", "lowres_mse"} <= set(sr.scores["lowpass"])
+    assert sr.errors["reconstruction"].shape == (6,)
+    interp = compare_strategies(pipe, "interpolate", {"video_sparse": clip.frames[:9:4],
+                                                      "every": 4}, truth=clip,
+                                config=default_config("interpolate", steps=2))
+    assert interp.given == [0, 4, 8] and interp.error_label.startswith("trajectory")
+    assert interp.frame_changes["truth"].shape == (8,)
+    with pytest.raises(ValueError, match="fewer than num_frames"):
+        compare_strategies(pipe, "extend", {"video": clip.frames[:4], "num_frames": 30},
+                           truth=clip.frames[:20])
+    with pytest.raises(ValueError, match="unknown task"):
+        compare_strategies(pipe, "outpaint", {})
+
+
+def test_score_video_scores_the_truth_perfectly_and_a_seam_as_a_jump():
+    clip = world_clip(9, 24, SIZE)
+    perfect = score_video(clip.frames, range(8, 24), [8, 16], clip)
+    assert perfect.scores["psnr_vs_truth"] == float("inf")
+    assert perfect.scores["trajectory_error_px"] < 1.0
+    assert perfect.scores["colour_persistence"] == 1.0
+    cut = np.concatenate([clip.frames[:16], clip.frames[:8]])  # the video restarts at frame 16
+    assert score_video(cut, range(8, 24), [16]).scores["seam_jump"] > 2.0
+    assert "seam_jump" not in score_video(cut, range(24), [0]).scores
+    low = _area_down(clip.frames, 2)
+    nearest = low.repeat(2, axis=1).repeat(2, axis=2)  # its area downsampling is low, exactly
+    assert score_video(nearest, range(24), lowres=low).scores["lowres_mse"] == 0.0
+    assert score_video(clip.frames, range(24), lowres=low).scores["lowres_mse"] > 0.0
+
+
+def test_sampling_config_from_keywords_and_defaults():
+    config = sampling_config("extend", num_inference_steps=5, guidance_weight=0.5, gamma=0.3)
+    assert (config.steps, config.w, config.sampler_options) == (5, 0.5, {"gamma": 0.3})
+    assert config.w_r == TASK_DEFAULTS["extend"].w_r and config.k == TASK_DEFAULTS["extend"].k
+    assert sampling_config("super_resolve").w_r is None  # f^2, resolved by the task
+    with pytest.raises(ValueError, match="unknown sampler"):
+        SamplingConfig(sampler="euler")
+    with pytest.raises(ValueError, match="w_r must be"):
+        SamplingConfig(w_r=float("nan"))
+    with pytest.raises(ValueError, match="unknown task"):
+        default_config("outpaint")
 
 
 def test_pipeline_methods_and_long_text_to_video(pipe, clip):
@@ -315,13 +339,12 @@ def test_pipeline_methods_and_long_text_to_video(pipe, clip):
     low = _area_down(clip.frames[:4], 2)
     assert pipe.super_resolve(low, num_inference_steps=1).frames.shape == (4, SIZE, SIZE, 3)
     result = pipe.compare(clip.frames[:8], 12, seed=0, num_inference_steps=1)
-    assert result.metrics["replacement"]["seam_jump"] > 0
-    assert Block(0, 16, 0) == Block(0, 16, 0)
+    assert result.scores["replacement"]["seam_jump"] > 0
 
 
 def test_extend_rejects_float_videos_outside_the_data_range(pipe, clip):
     x = torch.from_numpy(clip.frames[:8]).float().permute(3, 0, 1, 2)  # (C, T, H, W) in [0, 255]
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        extend(pipe, x, 20)
+        pipe.extend(x, 20)
     with pytest.raises(ValueError, match="finite"):
-        extend(pipe, torch.full((3, 4, SIZE, SIZE), float("nan")), 20)
+        pipe.extend(torch.full((3, 4, SIZE, SIZE), float("nan")), 20)
