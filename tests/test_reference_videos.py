@@ -25,31 +25,38 @@ def _gen(seed: int) -> torch.Generator:
 
 
 def reference_runs(pipe: VideoDiffusionPipeline) -> dict[str, np.ndarray]:
-    """Every task at a few steps, each from its own seed: name -> frames (T, H, W, 3) uint8."""
+    """Every task at a few steps, each from its own seed: name -> frames (T, H, W, 3) uint8.
+
+    Every setting is spelled out (the values were main's defaults), so that a later change of
+    the defaults table does not change these videos.
+    """
+    fixed = {"guidance_weight": 2.0, "sampler": "ancestral"}
+    frames = {**fixed, "w_r": 20.0, "k": 4}
     clip = world_clip(EVAL_SEEDS[3], 24)
     low = clip.frames[:8].reshape(8, 16, 2, 16, 2, 3).mean(axis=(2, 4)).round().astype(np.uint8)
     runs = {
-        "generate": pipe(PROMPT, num_inference_steps=3, generator=_gen(0)).frames,
+        "generate": pipe(PROMPT, num_inference_steps=3, generator=_gen(0), **fixed).frames,
         "generate_ddim": pipe(PROMPT, num_inference_steps=3, sampler="ddim",
                               guidance_weight=1.0, generator=_gen(1)).frames,
         "generate_pc": pipe("", num_frames=8, num_inference_steps=2, sampler="pc",
                             generator=_gen(2)).frames,
         "generate_long": pipe(PROMPT, num_frames=24, num_inference_steps=2,
-                              generator=_gen(3)).frames,
+                              generator=_gen(3), **fixed).frames,
         "predict": pipe.predict(clip.frames, k=2, num_frames=16, num_inference_steps=3,
-                                generator=_gen(6)).frames,
+                                generator=_gen(6), **fixed, w_r=20.0).frames,
         "interpolate": pipe.interpolate(clip.frames[:17:4], every=4, num_inference_steps=3,
-                                        generator=_gen(7)).frames,
+                                        generator=_gen(7), **frames).frames,
     }
     for strategy in ("replacement", "reconstruction"):
         runs[f"extend_{strategy}"] = pipe.extend(
             clip.frames[:4], 20, prompt=clip.caption, strategy=strategy, num_inference_steps=3,
-            generator=_gen(4)).frames
+            generator=_gen(4), **frames).frames
     for strategy in ("lowpass", "reconstruction"):
         runs[f"super_resolve_{strategy}"] = pipe.super_resolve(
-            low, strategy=strategy, num_inference_steps=3, generator=_gen(5)).frames
+            low, strategy=strategy, num_inference_steps=3, generator=_gen(5), w_r=4.0,
+            **fixed).frames
     comparison = pipe.compare(clip.frames[:4], 20, seed=8, prompt=clip.caption,
-                              num_inference_steps=2)
+                              num_inference_steps=2, **frames)
     for name, frames in comparison.videos.items():
         runs[f"compare_{name}"] = frames
     return runs
