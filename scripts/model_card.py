@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from demo.validation import DEFAULT_STEPS
+from report.stats import wilson
 from vdm_core.data import EVAL_SEEDS, world_clip
+from vdm_core.defaults import APP_DEFAULTS
 from vdm_core.detect import caption_match, validate_detector
-from vdm_core.evaluate import wilson
 from vdm_core.metrics import motion_stats
 from vdm_core.pipeline import VideoDiffusionPipeline
 from vdm_core.train import training_log, training_phases
@@ -103,7 +103,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="assets/model")
     parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--steps", type=int, default=APP_DEFAULTS.steps)
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
