@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from vdm_core.attention import temporal_attention_mask
 from vdm_core.schedule import alpha_sigma, logsnr_schedule_cosine
-from vdm_core.unet3d import temporal_attention_mask
 
 METHOD_COLOURS = {"replacement": "tab:orange", "reconstruction": "tab:blue",
                   "lowpass": "tab:orange", "truth": "0.4"}

@@ -16,7 +16,7 @@ from report import cfg, extension, interpolation, prediction, super_resolution
 from report.common import DOCS, QUICK, ROOT, Settings
 from vdm_core.outputs import MAX_FRAMES
 from vdm_core.pipeline import DEFAULT_MODEL, VideoDiffusionPipeline
-from vdm_core.train import training_phases
+from vdm_core.records import training_phases
 
 SECTIONS = {"extension": extension, "cfg": cfg, "prediction": prediction,
             "super": super_resolution, "interpolation": interpolation}

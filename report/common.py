@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from report.stats import Cell, t_interval, wilson
+from report.stats import EMPTY, Cell, t_interval, wilson
 from vdm_core.data import EVAL_SEEDS, Clip, world_clip
 from vdm_core.defaults import DEFAULT_W_R
 from vdm_core.outputs import PipelineStep, SamplingConfig, VideoOutput
@@ -75,12 +75,13 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
-        """The table as markdown; a cell with fewer values than the row's n says so."""
+        """The table as markdown; a cell with fewer values than the row's n says so, a metric
+        the row lacks is "n/a"."""
         header = [*self.label_names, "n", *(h for _, h, _ in self.metrics)]
         lines = [f"### {self.title}", "", "| " + " | ".join(header) + " |",
                  "|" + "---|" * len(header)]
         for row in self.rows:
-            cells = [row.cells[key].text(d, row.n) for key, _, d in self.metrics]
+            cells = [row.cells.get(key, EMPTY).text(d, row.n) for key, _, d in self.metrics]
             lines.append("| " + " | ".join([*row.labels, str(row.n), *cells]) + " |")
         return "\n".join(lines + [""] + self.notes + [""])
 

@@ -24,7 +24,7 @@ from vdm_core.defaults import APP_DEFAULTS
 from vdm_core.detect import caption_match, validate_detector
 from vdm_core.metrics import motion_stats
 from vdm_core.pipeline import VideoDiffusionPipeline
-from vdm_core.train import training_log, training_phases
+from vdm_core.records import training_log, training_phases
 from vdm_core.video_io import frame_strip
 
 WEIGHTS = (0.0, 1.0, 2.0, 4.0)

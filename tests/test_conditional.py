@@ -348,3 +348,25 @@ def test_extend_rejects_float_videos_outside_the_data_range(pipe, clip):
         pipe.extend(x, 20)
     with pytest.raises(ValueError, match="finite"):
         pipe.extend(torch.full((3, 4, SIZE, SIZE), float("nan")), 20)
+
+
+def test_prompt_windows_first_leaves_later_windows_unconditional(pipe, clip, monkeypatch):
+    seen = []
+    real_sample = pipe.sample
+
+    def spy(prompts, z, config, *args):
+        seen.append((list(prompts), config.w))
+        return real_sample(prompts, z, config, *args)
+
+    monkeypatch.setattr(pipe, "sample", spy)
+    config = default_config("extend", steps=1, w=2.0, prompt_windows="first")
+    first = pipe.extend(clip.frames[:8], 32, prompt="a red circle", config=config.seeded(0))
+    assert seen == [(["a red circle"], 2.0), ([""], 0.0)]  # windows [4, 20) and [16, 32)
+    seen.clear()
+    every = pipe.extend(clip.frames[:8], 32, prompt="a red circle",
+                        config=default_config("extend", steps=1, w=2.0).seeded(0))
+    assert seen == [(["a red circle"], 2.0)] * 2
+    np.testing.assert_array_equal(first.frames[:20], every.frames[:20])  # same first window
+    assert not np.array_equal(first.frames[20:], every.frames[20:])
+    with pytest.raises(ValueError, match="prompt_windows"):
+        SamplingConfig(prompt_windows="last")

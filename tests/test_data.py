@@ -26,8 +26,11 @@ from vdm_core.data import (
     shape_area,
     training_seeds,
     trajectory,
+    window_draws,
     world_clip,
+    world_window,
 )
+from vdm_core.video_io import frames_to_tensor
 
 SEEDS = range(40)
 
@@ -240,3 +243,86 @@ def test_stream_resume_is_exact():
         assert want.captions == got.captions
     fresh = next(WorldStream(seed=6, batch_size=2, num_frames=8, image_frames=2))
     assert not torch.equal(fresh.video, expected[0].video)
+
+
+def _old_training_example(scene_seed: int, num_frames: int, num_images: int, size: int):
+    """The stream's example before windows existed: `world_clip` plus image frames."""
+    clip = world_clip(scene_seed, num_frames, size)
+    images = image_frames(clip.scene, num_images, np.random.default_rng([scene_seed, 1]))
+    return frames_to_tensor(np.concatenate([clip.frames, images])), clip.caption
+
+
+def test_window_at_frame_zero_is_world_clip():
+    for seed in SEEDS:
+        a, b = world_clip(seed), world_window(seed)
+        assert np.array_equal(a.frames, b.frames) and np.array_equal(a.positions, b.positions)
+        assert a.caption == b.caption
+
+
+@pytest.mark.parametrize("frameskip", [1, 4])
+def test_window_frames_are_a_strided_slice_of_the_long_render(frameskip):
+    for seed in range(6):
+        scene = _scene(seed)
+        for start in (0, 7, 48):
+            window = world_window(seed, 8, 32, start, frameskip)
+            end = start + 8 * frameskip
+            assert np.array_equal(window.frames, render_clip(scene, end)[start::frameskip])
+            assert np.array_equal(window.positions, trajectory(scene, end)[start::frameskip])
+            # the window's own scene continues it: its frame k is the world's start + fs k
+            assert np.allclose(trajectory(window.scene, 8), window.positions, rtol=0, atol=1e-9)
+
+
+def test_window_caption_matches_the_motion_of_its_first_frames():
+    checked, changed = 0, 0
+    for seed in SEEDS:
+        for start in range(0, 64, 3):
+            window = world_window(seed, 2, 32, start)
+            assert world_window(seed, 16, 32, start, 4).caption == window.caption
+            changed += window.caption != world_clip(seed).caption
+            step = window.positions[1] - window.positions[0]  # (n, 2)
+            for obj, (dx, dy) in zip(window.scene.objects, step, strict=True):
+                assert f"a {obj.colour} {obj.shape} moving {obj.direction}" in window.caption
+                if not np.isclose(np.hypot(dx, dy), np.hypot(obj.vx, obj.vy), atol=1e-9):
+                    continue  # a bounce between the two frames
+                ux, uy = DIRECTIONS[obj.direction]
+                assert np.sign(np.round(dx, 9)) == np.sign(ux)
+                assert np.sign(np.round(dy, 9)) == np.sign(uy)
+                checked += 1
+    assert checked > 800 and changed > 200  # the world's caption of frame 0 would be wrong
+
+
+def test_stream_with_window_options_off_gives_the_original_batches():
+    stream = WorldStream(seed=3, batch_size=3, num_frames=8, image_frames=2)
+    for index in range(3):
+        batch = next(stream)
+        old = [_old_training_example(int(s), 8, 2, 32) for s in training_seeds(3, index, 3)]
+        assert torch.equal(batch.video, torch.stack([video for video, _ in old]))
+        assert batch.captions == [text for _, text in old]
+        assert torch.equal(batch.frameskip, torch.ones(3, dtype=torch.long))
+
+
+def test_stream_windows_carry_their_frameskip_and_resume_exactly():
+    options = {"window_start_max": 48, "frameskips": (1, 4)}
+    stream = WorldStream(seed=2, batch_size=4, num_frames=8, image_frames=1, **options)
+    batches = [next(stream) for _ in range(3)]
+    skips = torch.cat([b.frameskip for b in batches])
+    assert set(skips.tolist()) == {1, 4}
+    starts, drawn = window_draws(2, 0, 4, 48, (1, 4))
+    assert torch.equal(batches[0].frameskip, torch.from_numpy(drawn))
+    for k, seed in enumerate(training_seeds(2, 0, 4)):
+        window = world_window(int(seed), 8, 32, int(starts[k]), int(drawn[k]))
+        assert torch.equal(batches[0].video[k, :, :8], frames_to_tensor(window.frames))
+        assert batches[0].captions[k] == window.caption
+
+    state = json.loads(json.dumps(stream.state_dict()))
+    expected = next(stream)
+    resumed = WorldStream(seed=2, batch_size=4, num_frames=8, image_frames=1, **options)
+    resumed.load_state_dict(state)
+    got = next(resumed)
+    assert torch.equal(got.video, expected.video) and got.captions == expected.captions
+    assert torch.equal(got.frameskip, expected.frameskip)
+    with pytest.raises(ValueError, match="window options"):
+        WorldStream(seed=2, batch_size=4, num_frames=8, image_frames=1).load_state_dict(state)
+    plain = WorldStream(seed=2, batch_size=4)
+    plain.load_state_dict({"seed": 2, "batch_index": 5})  # saved before the options existed
+    assert plain.batch_index == 5

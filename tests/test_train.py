@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from vdm_core.train import TrainConfig, lr_at, parse_args
+from vdm_core.records import export_from_checkpoint
+from vdm_core.train import TrainConfig, check_config, lr_at, parse_args, parse_frameskips
 
 TINY = ["--batch-size", "2", "--base-channels", "16", "--channel-mults", "1,2",
         "--attn-resolutions", "4", "--head-dim", "8", "--image-size", "8", "--num-frames", "4",
@@ -197,3 +198,70 @@ def test_cli_maps_to_configs_and_warmup():
     warm = TrainConfig(lr=1e-3, warmup_steps=10)
     assert lr_at(0, warm) == pytest.approx(1e-4)
     assert lr_at(9, warm) == pytest.approx(1e-3) == lr_at(500, warm)
+
+
+def test_export_only_rewrites_the_export_from_the_checkpoint(tmp_path):
+    proc = run_train(tmp_path / "run", 2, "--export-dir", str(tmp_path / "live"))
+    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    again = run_train(tmp_path / "run", 2, "--export-dir", str(tmp_path / "again"),
+                      "--export-only")
+    assert again.wait(timeout=300) == 0, again.stdout.read()
+    live = sorted(p.name for p in (tmp_path / "live").iterdir())
+    assert live == ["config.json", "model.safetensors", "training_log.jsonl",
+                    "training_state.json"]
+    for name in live:
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "live" / name).read_bytes()
+
+
+def test_export_from_checkpoint_drops_log_lines_past_it(tmp_path):
+    proc = run_train(tmp_path / "run", 3, "--ckpt-every", "2", "--export-dir",
+                     str(tmp_path / "live"))
+    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu",
+                      weights_only=False)
+    ckpt["step"] = 2  # as if the run had been killed after logging step 3
+    torch.save(ckpt, tmp_path / "run" / "checkpoint.pt")
+    export_from_checkpoint(tmp_path / "run" / "checkpoint.pt", tmp_path / "again")
+    log = [json.loads(ln) for ln in
+           (tmp_path / "again" / "training_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    assert json.loads((tmp_path / "again" / "training_state.json").read_text())["step"] == 2
+
+
+def test_frameskip_conditioning_from_init_weights_and_exact_resume(tmp_path):
+    base = run_train(tmp_path / "base", 1, "--export-dir", str(tmp_path / "base_export"))
+    assert base.wait(timeout=300) == 0, base.stdout.read()
+    extra = ["--init-from", str(tmp_path / "base_export"), "--frameskip-conditioning",
+             "--frameskips", "1,4", "--window-start-max", "8", "--ckpt-every", "1"]
+    straight = run_train(tmp_path / "straight", 3, *extra)
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+    first = run_train(tmp_path / "split", 1, *extra)
+    assert first.wait(timeout=300) == 0, first.stdout.read()
+    resumed = run_train(tmp_path / "split", 3, *extra)
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    assert "at step 1" in out
+
+    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "split")
+    assert any(key.startswith("frameskip_mlp.") for key in a["model"])
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
+    ckpt = torch.load(tmp_path / "split" / "checkpoint.pt", map_location="cpu",
+                      weights_only=False)
+    assert ckpt["model_config"]["frameskip_conditioning"]
+    assert ckpt["stream"]["frameskips"] == [1, 4]
+
+
+def test_cli_frameskip_options():
+    cfg, model_cfg = parse_args(["--frameskips", "1,4", "--window-start-max", "48",
+                                 "--frameskip-conditioning"])
+    assert parse_frameskips(cfg.frameskips) == (1, 4) and cfg.window_start_max == 48
+    assert model_cfg.frameskip_conditioning
+    cfg, model_cfg = parse_args([])
+    assert parse_frameskips(cfg.frameskips) == (1,) and cfg.window_start_max == 0
+    assert not model_cfg.frameskip_conditioning
+    with pytest.raises(ValueError, match="--frameskips"):
+        parse_frameskips("1,0")
+    with pytest.raises(ValueError, match="--frame-skip with a video folder"):
+        check_config(TrainConfig(data="/videos", frameskips="1,4"))

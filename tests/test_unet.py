@@ -1,16 +1,15 @@
 """The factorized 3D U-Net: shapes, frame-count freedom, temporal masking and save/load."""
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 import torch
 
-from vdm_core.unet3d import (
-    UNet3D,
-    UNetConfig,
-    backprop_frames,
-    packed_attention,
-    relative_position_bucket,
-    temporal_attention_mask,
-)
+from vdm_core.attention import packed_attention, relative_position_bucket, temporal_attention_mask
+from vdm_core.diffusion import model_denoiser
+from vdm_core.unet3d import UNet3D, UNetConfig, backprop_frames
 
 TINY = UNetConfig(base_channels=16, channel_mults=(1, 2), attn_resolutions=(8, 4), head_dim=8,
                   image_size=8, text_heads=2)
@@ -190,3 +189,70 @@ def test_save_load_roundtrip(tmp_path, model):
 def test_missing_model_folder_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         UNet3D.from_pretrained(tmp_path)
+
+
+def fs_inputs(b: int = 2, t: int = 4):
+    z, _, states, mask = inputs(b, t)
+    return z, torch.tensor([-2.0, 4.0])[:b], states, mask
+
+
+def test_frameskip_input_starts_as_an_exact_zero_then_conditions(tmp_path, model):
+    model.save_pretrained(tmp_path)
+    fs_model = UNet3D.from_pretrained(tmp_path, frameskip_conditioning=True)
+    assert fs_model.config.frameskip_conditioning and not model.config.frameskip_conditioning
+    z, logsnr, states, mask = fs_inputs()
+    with torch.no_grad():
+        base = model(z, logsnr, states, mask)
+        for frameskip in (None, 1, 4, torch.tensor([1, 4])):
+            assert torch.equal(fs_model(z, logsnr, states, mask, frameskip=frameskip), base)
+            assert torch.equal(model(z, logsnr, states, mask, frameskip=frameskip), base)
+        fs_model.frameskip_mlp[-1].weight.normal_(0, 0.2)
+        one, four = (fs_model(z, logsnr, states, mask, frameskip=f) for f in (1, 4))
+        assert (one - four).abs().max() > 1e-3
+        assert torch.equal(fs_model(z, logsnr, states, mask), one)
+        mixed = fs_model(z, logsnr, states, mask, frameskip=torch.tensor([1, 4]))
+        torch.testing.assert_close(mixed, torch.cat([one[:1], four[1:]]))
+
+
+def test_config_without_frameskip_field_loads_with_it_off(tmp_path, model):
+    saved = json.loads(model.config.to_json())
+    del saved["frameskip_conditioning"]
+    assert UNetConfig.from_dict(saved) == TINY
+    model.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = UNet3D.from_pretrained(tmp_path)
+    assert loaded.config == TINY and not hasattr(loaded, "frameskip_mlp")
+
+
+def test_from_pretrained_refuses_weights_that_do_not_fit(tmp_path):
+    UNet3D(replace(TINY, frameskip_conditioning=True)).save_pretrained(tmp_path)
+    assert UNet3D.from_pretrained(tmp_path).config.frameskip_conditioning
+    with pytest.raises(RuntimeError, match="unexpected"):
+        UNet3D.from_pretrained(tmp_path, frameskip_conditioning=False)
+
+
+def test_model_denoiser_passes_frameskip_through_guidance_batches(randomized_unet):
+    fs_model = randomized_unet(replace(TINY, frameskip_conditioning=True))
+    z, logsnr, states, mask = fs_inputs()
+    frameskip = torch.tensor([1, 4])
+    with torch.no_grad():
+        denoise = model_denoiser(fs_model, states, mask, frameskip=frameskip)
+        single = denoise(z, logsnr)
+        stacked = denoise(torch.cat([z, z]), torch.cat([logsnr, logsnr]),
+                          uncond=torch.tensor([False, False, True, True]))
+        other = model_denoiser(fs_model, states, mask, frameskip=4)(z, logsnr)
+    torch.testing.assert_close(stacked[:2], single)
+    assert (single - other).abs().max() > 1e-4
+
+
+def test_shipped_weights_gain_the_frameskip_input_with_outputs_unchanged():
+    model_dir = Path(__file__).resolve().parents[1] / "assets" / "model"
+    shipped = UNet3D.from_pretrained(model_dir)
+    converted = UNet3D.from_pretrained(model_dir, frameskip_conditioning=True)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 3, 3, 32, 32, generator=g)  # (B, C, T, H, W)
+    logsnr, states = torch.tensor([-3.0, 5.0]), torch.randn(2, 4, 384, generator=g)
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    with torch.no_grad():
+        want = shipped(z, logsnr, states, mask)
+        assert torch.equal(converted(z, logsnr, states, mask, frameskip=4), want)

@@ -165,7 +165,8 @@ def _fill(pipe: Sampler, x: torch.Tensor, known: Sequence[bool], prompts: list[s
     Within a block, the frames already made (given or sampled by an earlier block) are the
     observation x^a, Observation.known_frames(indices relative to the window, their pixels), and
     the strategy built from it conditions the sampler; a block with nothing known is sampled
-    unconditionally. Made frames are never changed.
+    without it. With config.prompt_windows = "first", blocks after the first ignore the prompt.
+    Made frames are never changed.
     """
     blocks = plan_blocks(known, window, config.k)
     made = [bool(m) for m in known]
@@ -179,7 +180,10 @@ def _fill(pipe: Sampler, x: torch.Tensor, known: Sequence[bool], prompts: list[s
             rel = [i - block.start for i in given]
             cond = strategy(Observation.known_frames(rel, x[:, :, given].to(pipe.device)))
         z = pipe.initial_noise(x.shape[0], len(frames), config.generator)  # (B, C, L, H, W)
-        sample = pipe.sample(prompts, z, config, cond, j, len(blocks))  # (B, C, L, H, W)
+        texts, block_config = prompts, config
+        if j > 0 and config.prompt_windows == "first":
+            texts, block_config = [""] * len(prompts), replace(config, w=0.0)
+        sample = pipe.sample(texts, z, block_config, cond, j, len(blocks))  # (B, C, L, H, W)
         x[:, :, new] = sample[:, :, [i - block.start for i in new]].cpu()
         for i in new:
             made[i] = True

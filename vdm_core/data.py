@@ -144,18 +144,36 @@ def _reflect(start: float, velocity: float, lo: float, hi: float, t: np.ndarray)
     return lo + span - np.abs(phase - span)
 
 
-def trajectory(scene: Scene, num_frames: int, start_frame: int = 0) -> np.ndarray:
-    """True object centres for frames ``[start_frame, start_frame + num_frames)``.
+def _reflected_velocity(start: float, velocity: float, lo: float, hi: float, t: float) -> float:
+    """Velocity of `_reflect`'s point just after time ``t``: ``velocity`` or ``-velocity``.
 
-    Returns ``(T, n_objects, 2)`` float64 ``(x, y)`` positions including wall bounces.
+    The reflected position is a triangle wave of ``phase``; it moves with ``velocity`` on the
+    rising half ``phase in [0, span)`` and against it on the falling half. At a wall (``phase``
+    0 or ``span``) the point leaves the wall, so the half is the one ``phase`` is entering.
     """
-    t = np.arange(start_frame, start_frame + num_frames, dtype=np.float64)  # (T,)
-    out = np.zeros((num_frames, len(scene.objects), 2))  # (T, n, 2)
+    span = hi - lo
+    phase = np.mod(start - lo + velocity * t, 2.0 * span)
+    rising = phase < span if velocity >= 0 else 0.0 < phase <= span
+    return velocity if rising else -velocity
+
+
+def positions_at(scene: Scene, times: np.ndarray) -> np.ndarray:
+    """True object centres at frame ``times`` (any frames, e.g. strided).  # (T,) -> (T, n, 2)"""
+    t = np.asarray(times, dtype=np.float64)  # (T,)
+    out = np.zeros((len(t), len(scene.objects), 2))  # (T, n, 2)
     for i, obj in enumerate(scene.objects):
         (x_lo, x_hi), (y_lo, y_hi) = _bounds(obj, scene.size)
         out[:, i, 0] = _reflect(obj.x, obj.vx, x_lo, x_hi, t)
         out[:, i, 1] = _reflect(obj.y, obj.vy, y_lo, y_hi, t)
     return out
+
+
+def trajectory(scene: Scene, num_frames: int, start_frame: int = 0) -> np.ndarray:
+    """True object centres for frames ``[start_frame, start_frame + num_frames)``.
+
+    Returns ``(T, n_objects, 2)`` float64 ``(x, y)`` positions including wall bounces.
+    """
+    return positions_at(scene, np.arange(start_frame, start_frame + num_frames, dtype=np.float64))
 
 
 def _sample_axis(num_pixels: int, supersample: int) -> np.ndarray:
@@ -208,9 +226,14 @@ def render_clip(scene: Scene, num_frames: int, start_frame: int = 0) -> np.ndarr
 
     Objects are drawn in order (later ones on top), blending colour by coverage.
     """
+    return render_at(scene, np.arange(start_frame, start_frame + num_frames, dtype=np.float64))
+
+
+def render_at(scene: Scene, times: np.ndarray) -> np.ndarray:
+    """Render the frames at ``times`` (any frames, e.g. strided) as uint8 ``(T, H, W, 3)``."""
     size = scene.size
-    centres = trajectory(scene, num_frames, start_frame)  # (T, n, 2)
-    image = np.empty((num_frames, size, size, 3), dtype=np.float32)  # (T, H, W, 3)
+    centres = positions_at(scene, times)  # (T, n, 2)
+    image = np.empty((len(centres), size, size, 3), dtype=np.float32)  # (T, H, W, 3)
     image[:] = np.asarray(BACKGROUND, dtype=np.float32)
     for i, obj in enumerate(scene.objects):
         x, y = centres[:, i, 0], centres[:, i, 1]  # (T,), (T,)
@@ -295,6 +318,32 @@ def caption(scene: Scene) -> str:
     return " and ".join(parts)
 
 
+_DIRECTION_OF_SIGNS: dict[tuple[float, float], str] = {
+    (float(np.sign(dx)), float(np.sign(dy))): name for name, (dx, dy) in DIRECTIONS.items()
+}
+
+
+def scene_at(scene: Scene, frame: int, frameskip: int = 1) -> Scene:
+    """The scene as seen from ``frame`` on, every ``frameskip``-th frame: its frame 0 is the
+    original's ``frame``, its frame k the original's ``frame + frameskip k`` (up to rounding).
+
+    Each object sits at its position at ``frame`` and moves in its direction there, after the
+    wall bounces before it (a bounce flips the sign of one velocity component, so "up and left"
+    can become "up and right"), at ``frameskip`` times its speed. Its caption is then true of
+    the frames from ``frame`` on.
+    """
+    centres = positions_at(scene, np.array([frame], dtype=np.float64))[0]  # (n, 2)
+    objects = []
+    for obj, (x, y) in zip(scene.objects, centres, strict=True):
+        (x_lo, x_hi), (y_lo, y_hi) = _bounds(obj, scene.size)
+        vx = _reflected_velocity(obj.x, obj.vx, x_lo, x_hi, frame)
+        vy = _reflected_velocity(obj.y, obj.vy, y_lo, y_hi, frame)
+        direction = _DIRECTION_OF_SIGNS[float(np.sign(vx)), float(np.sign(vy))]
+        objects.append(WorldObject(obj.shape, obj.colour, obj.radius, float(x), float(y),
+                                   frameskip * vx, frameskip * vy, direction))
+    return Scene(objects=tuple(objects), size=scene.size)
+
+
 def resample_motion(scene: Scene, rng: np.random.Generator) -> Scene:
     """The same objects (shape, colour, radius, direction) with fresh positions and speeds."""
     identities = [(o.shape, o.colour, o.radius, o.direction) for o in scene.objects]
@@ -323,17 +372,59 @@ def world_clip(seed: int, num_frames: int = 16, size: int = 32) -> Clip:
     )
 
 
+def world_window(
+    seed: int, num_frames: int = 16, size: int = 32, start: int = 0, frameskip: int = 1
+) -> Clip:
+    """Frames ``start, start + frameskip, ..., start + (num_frames - 1) frameskip`` of the
+    scene of ``world_clip(seed)``, captioned with the motion at frame ``start``.
+
+    The frames are exactly those of one long render (``render_clip(scene, N)[start::frameskip]``)
+    and ``positions`` the true centres at those frames. ``caption`` and ``scene`` come from
+    ``scene_at(scene, start, frameskip)``: each object's direction after any bounces before
+    ``start`` (so the caption never contradicts the window's first frames, as ``world_clip``'s
+    caption of frame 0 would), and a scene whose own frames match the window's. (The paper
+    trains its text-to-video models on clips at frameskip 1 and 4, Table 5.)
+    ``world_window(seed)`` has the frames, caption and positions of ``world_clip(seed)``.
+    """
+    scene = sample_scene(np.random.default_rng(seed), size=size)
+    times = start + frameskip * np.arange(num_frames, dtype=np.float64)  # (T,)
+    window = scene_at(scene, start, frameskip)
+    return Clip(
+        frames=render_at(scene, times),
+        caption=caption(window),
+        positions=positions_at(scene, times),
+        scene=window,
+    )
+
+
 def training_seeds(seed: int, batch_index: int, batch_size: int) -> np.ndarray:
     """Scene seeds of one training batch, ``(B,)`` integers in ``[0, TRAIN_SEED_LIMIT)``."""
     rng = np.random.default_rng([seed, batch_index])
     return rng.integers(0, TRAIN_SEED_LIMIT, size=batch_size)
 
 
+def window_draws(
+    seed: int, batch_index: int, batch_size: int, start_max: int, frameskips: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Window starts in ``[0, start_max]`` and frameskips from ``frameskips`` of one training
+    batch, ``(B,)`` each; from their own generator, so the scene seeds stay those of
+    `training_seeds`."""
+    rng = np.random.default_rng([seed, batch_index, 1])
+    starts = rng.integers(0, start_max + 1, size=batch_size)
+    skips = rng.choice(np.asarray(frameskips), size=batch_size)
+    return starts, skips
+
+
 def _training_example(
-    scene_seed: int, num_frames: int, num_images: int, size: int
+    scene_seed: int, num_frames: int, num_images: int, size: int, start: int = 0,
+    frameskip: int = 1
 ) -> tuple[torch.Tensor, str]:
-    """Video plus image frames of one training scene, ``(3, T + N, H, W)``, and its caption."""
-    clip = world_clip(scene_seed, num_frames, size)
+    """Video plus image frames of one training scene, ``(3, T + N, H, W)``, and its caption.
+
+    The video is `world_window`'s; the image frames re-place its objects with their directions
+    at the window's start, so the caption stays true of every frame.
+    """
+    clip = world_window(scene_seed, num_frames, size, start, frameskip)
     images = image_frames(clip.scene, num_images, np.random.default_rng([scene_seed, 1]))
     frames = np.concatenate([clip.frames, images], axis=0)  # (T + N, H, W, 3)
     return frames_to_tensor(frames), clip.caption
@@ -343,7 +434,10 @@ class WorldStream(Iterator[Batch]):
     """Infinite deterministic stream of training batches with exact resume.
 
     Batch ``b`` depends only on ``(seed, b)``: its scene seeds come from
-    ``np.random.default_rng([seed, b])``, so restoring the batch counter resumes exactly.
+    ``np.random.default_rng([seed, b])``, so restoring the batch counter resumes exactly. Each
+    example is the `world_window` of its scene at a start in ``[0, window_start_max]`` and a
+    frameskip drawn from ``frameskips`` (`window_draws`); the defaults (0 and ``(1,)``) give
+    the `world_clip` of every scene, the stream's original batches.
     """
 
     def __init__(
@@ -353,12 +447,20 @@ class WorldStream(Iterator[Batch]):
         num_frames: int = 16,
         image_frames: int = 0,
         size: int = 32,
+        window_start_max: int = 0,
+        frameskips: tuple[int, ...] = (1,),
     ) -> None:
+        if window_start_max < 0:
+            raise ValueError(f"window_start_max must be >= 0, got {window_start_max}")
+        if not frameskips or min(frameskips) < 1:
+            raise ValueError(f"frameskips must be positive integers, got {frameskips}")
         self.seed = seed
         self.batch_size = batch_size
         self.num_frames = num_frames
         self.image_frames = image_frames
         self.size = size
+        self.window_start_max = int(window_start_max)
+        self.frameskips = tuple(int(f) for f in frameskips)
         self.batch_index = 0
 
     def __iter__(self) -> "WorldStream":
@@ -372,21 +474,40 @@ class WorldStream(Iterator[Batch]):
     def batch_at(self, index: int) -> Batch:
         """Batch number `index` of this stream (a pure function of seed and index)."""
         seeds = training_seeds(self.seed, index, self.batch_size)
+        starts, skips = window_draws(
+            self.seed, index, self.batch_size, self.window_start_max, self.frameskips
+        )
         examples = [
-            _training_example(int(s), self.num_frames, self.image_frames, self.size) for s in seeds
+            _training_example(
+                int(s), self.num_frames, self.image_frames, self.size, int(start), int(skip)
+            )
+            for s, start, skip in zip(seeds, starts, skips, strict=True)
         ]
         return Batch(
             video=torch.stack([video for video, _ in examples]),
             captions=[text for _, text in examples],
             num_video_frames=self.num_frames,
+            frameskip=torch.from_numpy(skips).long(),
         )
 
     def state_dict(self) -> dict:
         """JSON-serialisable resume state."""
-        return {"seed": self.seed, "batch_index": self.batch_index}
+        return {
+            "seed": self.seed,
+            "batch_index": self.batch_index,
+            "window_start_max": self.window_start_max,
+            "frameskips": list(self.frameskips),
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume from :meth:`state_dict`; the seed must match this stream's seed."""
+        """Resume from :meth:`state_dict`; the seed and window options must match this
+        stream's (a state saved before the options existed had them off)."""
         if int(state["seed"]) != self.seed:
             raise ValueError(f"stream seed {self.seed} != saved seed {state['seed']}")
+        saved = (int(state.get("window_start_max", 0)), tuple(state.get("frameskips", (1,))))
+        if saved != (self.window_start_max, self.frameskips):
+            raise ValueError(
+                f"stream window options (window_start_max, frameskips) = "
+                f"{(self.window_start_max, self.frameskips)} != saved {saved}"
+            )
         self.batch_index = int(state["batch_index"])

@@ -28,12 +28,15 @@ def x_hat_from_output(output: torch.Tensor, z: torch.Tensor, logsnr: torch.Tenso
 
 def model_denoiser(model, text_states: torch.Tensor | None = None,
                    text_mask: torch.Tensor | None = None,
-                   num_video_frames: torch.Tensor | None = None):
+                   num_video_frames: torch.Tensor | None = None,
+                   frameskip: torch.Tensor | int | None = None):
     """Wrap the U-Net as a guidable denoiser `denoise(z, logsnr, uncond=None) -> x_hat`.
 
     text_states (B, L, D) / text_mask (B, L) give each sample's caption. When `uncond` (bool, of
     length z's batch) is given, the batch may be a multiple of B (classifier-free guidance stacks
     the conditional and unconditional halves): text rows are tiled and True rows are dropped.
+    frameskip (B,) or int is the stride between frames for a frameskip-conditioned model (None:
+    the model's default, 1); (B,) rows are tiled like the text rows.
     """
     parameterization = model.config.parameterization
 
@@ -49,10 +52,20 @@ def model_denoiser(model, text_states: torch.Tensor | None = None,
         if num_video_frames is not None:
             n = num_video_frames.repeat(b // num_video_frames.shape[0])
         logsnr = torch.as_tensor(logsnr, dtype=z.dtype, device=z.device).expand(b)
-        output = model(z, logsnr, states, mask, n)
+        output = model(z, logsnr, states, mask, n, **frameskip_kwargs(frameskip, b))
         return x_hat_from_output(output.to(z.dtype), z, logsnr, parameterization)
 
     return denoise
+
+
+def frameskip_kwargs(frameskip: torch.Tensor | int | None, batch: int) -> dict:
+    """The U-Net's `frameskip` keyword for a batch of `batch` rows: {} for None (so any model,
+    with or without the input, is called as before), a (B,) tensor tiled to `batch` rows."""
+    if frameskip is None:
+        return {}
+    if isinstance(frameskip, torch.Tensor) and frameskip.ndim:
+        frameskip = frameskip.repeat(batch // frameskip.shape[0])
+    return {"frameskip": frameskip}
 
 
 def loss_weight(logsnr: torch.Tensor, weighting: str, snr_gamma: float = 5.0) -> torch.Tensor:
@@ -79,20 +92,23 @@ def sample_logsnr(batch: int, generator: torch.Generator | None = None) -> torch
 def diffusion_loss(model, x: torch.Tensor, text_states=None, text_mask=None,
                    num_video_frames: torch.Tensor | None = None, weighting: str = "min_snr",
                    generator: torch.Generator | None = None,
-                   parameterization: str | None = None) -> torch.Tensor:
+                   parameterization: str | None = None,
+                   frameskip: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample loss E_eps[w(logsnr) ||x_hat(z_t) - x||^2] expressed in the network's target.
 
     x (B, C, T, H, W) in [-1, 1]. Every frame of a sample (video frames and appended image frames)
     shares one noise level. The loss is computed as a weighted MSE on the parameterization's own
     target (eps or v; `parameterization` defaults to model.config's), which is the same
     objective: ||eps_hat - eps||^2 = SNR ||x_hat - x||^2
-    and ||v_hat - v||^2 = (1 + SNR) ||x_hat - x||^2.  # -> (B,)
+    and ||v_hat - v||^2 = (1 + SNR) ||x_hat - x||^2. frameskip (B,), when given, is passed to a
+    frameskip-conditioned model.  # -> (B,)
     """
     b = x.shape[0]
     logsnr = sample_logsnr(b, generator).to(x.device)
     eps = torch.randn(x.shape, generator=generator).to(x.device)
     z = q_sample(x, logsnr, eps)
-    output = model(z, logsnr, text_states, text_mask, num_video_frames).float()
+    output = model(z, logsnr, text_states, text_mask, num_video_frames,
+                   **frameskip_kwargs(frameskip, b)).float()
     parameterization = parameterization or model.config.parameterization
     snr = torch.exp(logsnr)
     if parameterization == "eps":

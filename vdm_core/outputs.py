@@ -15,6 +15,7 @@ from vdm_core.samplers import SAMPLERS
 
 MAX_FRAMES = 128  # longest video a sampling call makes
 MAX_STEPS = 1000
+PROMPT_WINDOWS = ("all", "first")
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ class SamplingConfig:
     task's default, f^2 for super-resolution by f); k: frames of context per extension block;
     window: frames per sampler call (None: the model's training window); generator: the seed of
     every random draw (a CPU generator keeps seeds portable across devices); callback: progress;
-    sampler_options: extra sampler arguments (gamma, delta, clip_x).
+    sampler_options: extra sampler arguments (gamma, delta, clip_x); prompt_windows: "all"
+    conditions every window of a long video on the prompt, "first" only the first window (later
+    windows are unconditional, w = 0, so a caption of frame 0 cannot fight the context).
     """
 
     steps: int = 32
@@ -70,6 +73,7 @@ class SamplingConfig:
     generator: torch.Generator | None = field(default=None, compare=False)
     callback: ProgressCallback | None = field(default=None, compare=False)
     sampler_options: Mapping[str, Any] = field(default_factory=dict)
+    prompt_windows: str = "all"
 
     def __post_init__(self) -> None:
         check_sampling_args(1, self.steps, self.w, self.sampler)
@@ -77,6 +81,9 @@ class SamplingConfig:
             raise ValueError(f"w_r must be a finite number >= 0, got {self.w_r}")
         if int(self.k) < 1:
             raise ValueError(f"k (conditioning frames) must be at least 1, got {self.k}")
+        if self.prompt_windows not in PROMPT_WINDOWS:
+            raise ValueError(f"prompt_windows must be one of {PROMPT_WINDOWS}, got "
+                             f"{self.prompt_windows!r}")
 
     def seeded(self, seed: int) -> "SamplingConfig":
         """This config with a fresh CPU generator seeded with `seed`."""

@@ -9,6 +9,11 @@ checkpoint, `--init-from assets/model` starts from the shipped EMA weights (fres
 `torchrun --nproc_per_node=N` runs data-parallel (DDP; NCCL on GPU, gloo on CPU).
 `--workers N` renders the world's batches and encodes their captions in N background processes
 (for a GPU, whose steps outrun one CPU core); batches, order and resume stay exactly the same.
+`--window-start-max N --frameskips 1,4` trains on world windows starting anywhere in frames
+[0, N], at a frameskip drawn from the set (the paper's frameskip-1 and -4 clips), captioned with
+the motion at their first frame; `--frameskip-conditioning` gives the U-Net the frameskip as an
+input (added zero-initialised to --init-from's weights). `--export-only` re-exports the EMA
+weights of --out-dir's checkpoint to --export-dir.
 """
 
 import argparse
@@ -16,12 +21,10 @@ import copy
 import json
 import math
 import os
-import platform
-import shutil
 import signal
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +35,20 @@ from tqdm import tqdm
 
 from .diffusion import WEIGHTINGS, diffusion_loss, model_denoiser
 from .memory import retain_freed_memory
+from .records import (
+    CHECKPOINT_NAME,
+    EARLIER_LOG_NAME,
+    LOG_NAME,
+    atomic_save,
+    describe_hardware,
+    export_from_checkpoint,
+    export_model,
+    training_phases,
+    training_record,
+    truncate_log,
+    write_earlier_log,
+)
 from .unet3d import UNet3D, UNetConfig
-
-CHECKPOINT_NAME = "checkpoint.pt"
-LOG_NAME = "log.jsonl"
-STATE_NAME = "training_state.json"  # written next to exported weights, with these logs:
-EXPORTED_LOG_NAME = "training_log.jsonl"
-EARLIER_LOG_NAME = "training_log_earlier.jsonl"
 
 
 @dataclass
@@ -60,7 +70,9 @@ class TrainConfig:
     bf16: bool = True
     seed: int = 0
     data: str = "world"
-    frame_skip: int = 1
+    frame_skip: int = 1  # a video folder's stride between frames
+    frameskips: str = "1"  # the world's strides, comma-separated, one drawn per example
+    window_start_max: int = 0  # world windows start in frames [0, window_start_max]
     ckpt_minutes: float = 10.0
     ckpt_every: int = 0
     sample_every: int = 1000
@@ -69,6 +81,18 @@ class TrainConfig:
     init_from: str = ""
     threads: int = 0
     workers: int = 0
+    export_only: bool = False
+
+
+def parse_frameskips(text: str) -> tuple[int, ...]:
+    """--frameskips "1,4" -> (1, 4); each must be a positive integer."""
+    try:
+        skips = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        skips = ()
+    if not skips or min(skips) < 1:
+        raise ValueError(f"--frameskips must be positive integers like 1,4, got {text!r}")
+    return skips
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -91,7 +115,8 @@ def make_stream(cfg: TrainConfig, image_size: int, rank: int):
 
         return WorldStream(seed=cfg.seed * 1000 + rank, batch_size=cfg.batch_size,
                            num_frames=cfg.num_frames, image_frames=cfg.image_frames,
-                           size=image_size)
+                           size=image_size, window_start_max=cfg.window_start_max,
+                           frameskips=parse_frameskips(cfg.frameskips))
     if cfg.image_frames:
         raise ValueError("--image-frames needs the procedural world; use --image-frames 0 with "
                          "a video folder")
@@ -147,13 +172,6 @@ def encoded_batches(stream, cfg: TrainConfig, remaining: int, pin_memory: bool):
         yield item
 
 
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temp file, then rename: a kill never leaves a half-written checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def save_sample_grid(ema: UNet3D, path: Path, step: int) -> None:
     """Sample four held-out captions with the EMA model (w = 2) and save them as one PNG."""
     from PIL import Image
@@ -177,211 +195,243 @@ def save_sample_grid(ema: UNet3D, path: Path, step: int) -> None:
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
-def load_checkpoint(path: Path, model, ema, opt, stream, generator) -> dict:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(ckpt["model"])
-    ema.load_state_dict(ckpt["ema"])
-    opt.load_state_dict(ckpt["opt"])
-    stream.load_state_dict(ckpt["stream"])
-    generator.set_state(ckpt["generator"])
-    torch.set_rng_state(ckpt["torch_rng"])
-    return ckpt
+@dataclass
+class Run:
+    """The state of one training run: what a checkpoint saves, and where it goes."""
+
+    cfg: TrainConfig
+    model_cfg: UNetConfig
+    model: UNet3D
+    ema: UNet3D
+    opt: torch.optim.Optimizer
+    stream: object  # WorldStream or VideoFolderStream
+    generator: torch.Generator
+    out: Path
+    rank: int
+    hardware: str
+    step: int = 0
+    wall: float = 0.0
+    history: list = field(default_factory=list)  # training phases before this run
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / CHECKPOINT_NAME
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / LOG_NAME
 
 
-def describe_hardware(device: torch.device) -> str:
-    """What trains: the GPU's name, or the CPU and its torch thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-
-
-def training_phases(model_dir: Path) -> list[dict]:
-    """The training phases behind exported weights (their STATE_NAME, if any): the earlier
-    ones, then their own, so a model trained in phases (CPU, then GPU) keeps its record."""
-    path = Path(model_dir) / STATE_NAME
-    if not path.exists():
-        return []
-    state = json.loads(path.read_text())
-    return [*state.get("history", []), {k: v for k, v in state.items() if k != "history"}]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSON-lines file (blank lines skipped); [] when it does not exist."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-
-
-def training_log(model_dir: Path, phase: int) -> list[dict]:
-    """The loss records of every phase behind exported weights, each tagged with its phase: the
-    earlier phases' (EARLIER_LOG_NAME), then the folder's own log tagged `phase`."""
-    model_dir = Path(model_dir)
-    return read_jsonl(model_dir / EARLIER_LOG_NAME) + [
-        {**r, "phase": phase} for r in read_jsonl(model_dir / EXPORTED_LOG_NAME)]
-
-
-def write_earlier_log(init_dir: Path, phase: int, path: Path) -> None:
-    """Carry --init-from's loss log(s) along; its own lines are tagged with `phase`, its last
-    (phase < 0: it has no training record, so only an earlier log is carried)."""
-    records = (training_log(init_dir, phase) if phase >= 0
-               else read_jsonl(init_dir / EARLIER_LOG_NAME))
-    if records:
-        write_jsonl(path, records)
-
-
-def truncate_log(log_path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (they will be redone)."""
-    if log_path.exists():
-        write_jsonl(log_path, [r for r in read_jsonl(log_path) if r.get("step", 0) <= step])
-
-
-def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
-    """Run (or resume) training; returns the trained (non-EMA) model."""
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse option combinations that cannot train, before any work starts."""
     if cfg.weighting not in WEIGHTINGS:
         raise ValueError(f"--weighting must be one of {WEIGHTINGS}")
     if cfg.workers < 0:
         raise ValueError("--workers must be >= 0")
     if cfg.workers and cfg.data != "world":
         raise ValueError("--workers renders the procedural world; use --workers 0 with a folder")
+    if cfg.window_start_max < 0:
+        raise ValueError("--window-start-max must be >= 0")
+    frameskips = parse_frameskips(cfg.frameskips)
+    if cfg.data != "world" and (cfg.window_start_max or frameskips != (1,)):
+        raise ValueError("--frameskips and --window-start-max draw windows of the procedural "
+                         "world; use --frame-skip with a video folder")
+
+
+def setup_device(cfg: TrainConfig) -> tuple[torch.device, int, bool]:
+    """Threads, the process group under torchrun (NCCL on GPU, gloo on CPU) and the device:
+    returns (device, rank, distributed)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    retain_freed_memory()  # every step keeps its activations for the backward pass (memory.py)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = 0
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu"), 0, False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
     device = torch.device("cpu")
-    if distributed:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        rank = dist.get_rank()
-        if backend == "nccl":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(device)
-    elif torch.cuda.is_available():
-        device = torch.device("cuda")
+    if backend == "nccl":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    return device, dist.get_rank(), True
+
+
+def load_init(init_from: str, model_cfg: UNetConfig) -> UNet3D:
+    """The --init-from weights for a model of `model_cfg`. With --frameskip-conditioning on
+    weights trained without it, the frameskip input is added zero-initialised, so training
+    starts from exactly the model those weights compute."""
+    overrides = {"frameskip_conditioning": True} if model_cfg.frameskip_conditioning else {}
+    init = UNet3D.from_pretrained(init_from, **overrides)
+    if init.config != model_cfg:
+        raise ValueError(f"--init-from {init_from} holds a different model config")
+    return init
+
+
+def start_from(run: Run, init_from: str) -> None:
+    """Start a fresh run from exported weights (model and EMA), keeping their training record."""
+    init = load_init(init_from, run.model_cfg)
+    run.model.load_state_dict(init.state_dict())
+    run.ema.load_state_dict(init.state_dict())
+    run.history = training_phases(Path(init_from))
+    if run.rank == 0:
+        write_earlier_log(Path(init_from), len(run.history) - 1, run.out / EARLIER_LOG_NAME)
+
+
+def resume(run: Run, ckpt: dict) -> None:
+    """Restore model, EMA, optimizer, data position, RNG states and counters from `ckpt`."""
+    run.model.load_state_dict(ckpt["model"])
+    run.ema.load_state_dict(ckpt["ema"])
+    run.opt.load_state_dict(ckpt["opt"])
+    run.stream.load_state_dict(ckpt["stream"])
+    run.generator.set_state(ckpt["generator"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    run.step, run.wall = ckpt["step"], ckpt["wall_time"]
+    run.history = ckpt.get("history", [])
+    if run.rank == 0:
+        truncate_log(run.log_path, run.step)
+        print(f"resumed from {run.ckpt_path} at step {run.step}", flush=True)
+
+
+def build_run(cfg: TrainConfig, model_cfg: UNetConfig, device: torch.device, rank: int) -> Run:
+    """Model, EMA, optimizer and data stream: resumed from the out dir's checkpoint if there is
+    one (its model config wins), else from --init-from's weights or a fresh initialisation."""
     out = Path(cfg.out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = out / CHECKPOINT_NAME, out / LOG_NAME
-
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     stream = make_stream(cfg, model_cfg.image_size, rank)
-    step, wall = 0, 0.0
-    if ckpt_path.exists():
-        model_cfg = UNetConfig.from_dict(
-            torch.load(ckpt_path, map_location="cpu", weights_only=False)["model_config"])
+    ckpt = None
+    if (out / CHECKPOINT_NAME).exists():
+        ckpt = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+        model_cfg = UNetConfig.from_dict(ckpt["model_config"])
     model = UNet3D(model_cfg).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
                             weight_decay=cfg.weight_decay)
-    history = []  # the training phases before this run (from --init-from's STATE_NAME)
-    if cfg.init_from and not ckpt_path.exists():
-        init = UNet3D.from_pretrained(cfg.init_from)
-        if init.config != model_cfg:
-            raise ValueError(f"--init-from {cfg.init_from} holds a different model config")
-        model.load_state_dict(init.state_dict())
-        ema.load_state_dict(init.state_dict())
-        history = training_phases(Path(cfg.init_from))
-        if rank == 0:
-            write_earlier_log(Path(cfg.init_from), len(history) - 1, out / EARLIER_LOG_NAME)
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, model, ema, opt, stream, generator)
-        step, wall = ckpt["step"], ckpt["wall_time"]
-        history = ckpt.get("history", [])
-        if rank == 0:
-            truncate_log(log_path, step)
-            print(f"resumed from {ckpt_path} at step {step}", flush=True)
-    net = DistributedDataParallel(model) if distributed else model
+    run = Run(cfg, model_cfg, model, ema, opt, stream, generator, out, rank,
+              describe_hardware(device))
+    if ckpt is not None:
+        resume(run, ckpt)
+    elif cfg.init_from:
+        start_from(run, cfg.init_from)
+    return run
 
-    hardware = describe_hardware(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    batches = encoded_batches(stream, cfg, max(1, cfg.steps - step), device.type == "cuda")
+
+def train_step(run: Run, net: torch.nn.Module, batch, states: torch.Tensor, mask: torch.Tensor,
+               device: torch.device) -> tuple[float, torch.Tensor]:
+    """One optimizer step on a batch (with conditioning dropout for classifier-free guidance)
+    and the EMA update; returns (loss, gradient norm before clipping)."""
+    cfg, generator = run.cfg, run.generator
+    x = batch.video.to(device)  # (B, C, T + N, H, W)
+    drop = torch.rand(x.shape[0], generator=generator) < cfg.cond_drop
+    mask = mask & ~drop[:, None]  # (B, L)
+    n_video = torch.full((x.shape[0],), batch.num_video_frames, dtype=torch.long)
+    frameskip = batch.frameskip if run.model_cfg.frameskip_conditioning else None  # (B,)
+    for group in run.opt.param_groups:
+        group["lr"] = lr_at(run.step, cfg)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        loss = diffusion_loss(net, x, states.to(device), mask.to(device), n_video.to(device),
+                              cfg.weighting, generator, run.model_cfg.parameterization,
+                              None if frameskip is None else frameskip.to(device)).mean()
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.opt.step()
+    ema_update(run.ema, run.model, run.step, cfg.ema_decay)
+    run.step += 1
+    return loss.item(), grad_norm
+
+
+def write_log(run: Run, loss: float, grad_norm: torch.Tensor) -> dict:
+    """Append one record (mean loss since the last one) to the run's log.jsonl."""
+    record = {"step": run.step, "loss": loss, "grad_norm": float(grad_norm),
+              "lr": lr_at(run.step - 1, run.cfg), "wall_time_s": round(run.wall, 1)}
+    with run.log_path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
+
+def save_checkpoint(run: Run) -> None:
+    """Rank 0 writes the checkpoint atomically and, with --export-dir, exports the EMA model."""
+    if run.rank != 0:
+        return
+    ckpt = {"model": run.model.state_dict(), "ema": run.ema.state_dict(),
+            "opt": run.opt.state_dict(), "stream": run.stream.state_dict(),
+            "generator": run.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "step": run.step, "wall_time": run.wall, "train_config": asdict(run.cfg),
+            "model_config": json.loads(run.model_cfg.to_json()), "history": run.history,
+            "hardware": run.hardware}
+    atomic_save(ckpt, run.ckpt_path)
+    if run.cfg.export_dir:
+        export_model(run.ema, run.cfg.export_dir, training_record(ckpt), run.out)
+
+
+def save_preview(run: Run) -> None:
+    """Rank 0 saves a sample grid every --sample-every steps; a failure only warns."""
+    if run.rank != 0 or not run.cfg.sample_every or run.step % run.cfg.sample_every:
+        return
+    try:
+        save_sample_grid(run.ema, run.out / f"samples_{run.step:07d}.png", run.step)
+    except Exception as err:  # a preview must never end a training run
+        warnings.warn(f"sample grid at step {run.step} failed: {err!r}", stacklevel=1)
+
+
+def fit(run: Run, net: torch.nn.Module, device: torch.device) -> None:
+    """Train until --steps or SIGTERM/SIGINT: log, checkpoint (every --ckpt-minutes or
+    --ckpt-every steps, at the end and on the signal) and preview along the way."""
+    cfg = run.cfg
+    batches = encoded_batches(run.stream, cfg, max(1, cfg.steps - run.step),
+                              device.type == "cuda")
     stop = {"signal": None}
 
     def on_signal(signum, _frame):
         stop["signal"] = signum
 
     handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def checkpoint():
-        if rank != 0:
-            return
-        atomic_save({"model": model.state_dict(), "ema": ema.state_dict(),
-                     "opt": opt.state_dict(), "stream": stream.state_dict(),
-                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                     "step": step, "wall_time": wall, "train_config": asdict(cfg),
-                     "model_config": json.loads(model_cfg.to_json()), "history": history},
-                    ckpt_path)
-        if cfg.export_dir:
-            ema.save_pretrained(cfg.export_dir, dtype=torch.float16)
-            state = {"step": step, "wall_time_s": round(wall), "hardware": hardware,
-                     "train_config": asdict(cfg), "history": history}
-            Path(cfg.export_dir, STATE_NAME).write_text(json.dumps(state, indent=2))
-            for name, target in ((LOG_NAME, EXPORTED_LOG_NAME),
-                                 (EARLIER_LOG_NAME, EARLIER_LOG_NAME)):
-                if (out / name).exists():
-                    shutil.copyfile(out / name, Path(cfg.export_dir, target))
-
-    bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, desc="train",
+    bar = tqdm(total=cfg.steps, initial=run.step, disable=run.rank != 0, desc="train",
                mininterval=1.0 if os.isatty(2) else 60.0)
-    last_ckpt, loss_sum, loss_n = time.time(), 0.0, 0
+    last_ckpt, losses = time.time(), []
     try:
-        while step < cfg.steps and stop["signal"] is None:
+        while run.step < cfg.steps and stop["signal"] is None:
             t0 = time.time()
             batch, states, mask = next(batches)  # states (B, L, 384), mask (B, L)
-            x = batch.video.to(device)  # (B, C, T + N, H, W)
-            drop = torch.rand(x.shape[0], generator=generator) < cfg.cond_drop
-            mask = mask & ~drop[:, None]
-            n_video = torch.full((x.shape[0],), batch.num_video_frames, dtype=torch.long)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = diffusion_loss(net, x, states.to(device), mask.to(device),
-                                      n_video.to(device), cfg.weighting, generator,
-                                      model_cfg.parameterization).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            ema_update(ema, model, step, cfg.ema_decay)
-            step += 1
-            wall += time.time() - t0
-            loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+            loss, grad_norm = train_step(run, net, batch, states, mask, device)
+            run.wall += time.time() - t0
+            losses.append(loss)
             bar.update(1)
-            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
-                record = {"step": step, "loss": loss_sum / loss_n, "grad_norm": float(grad_norm),
-                          "lr": lr_at(step - 1, cfg), "wall_time_s": round(wall, 1)}
-                with log_path.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+            if run.rank == 0 and (run.step % cfg.log_every == 0 or run.step == cfg.steps):
+                record = write_log(run, sum(losses) / len(losses), grad_norm)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
-                loss_sum, loss_n = 0.0, 0
+                losses = []
             due_time = time.time() - last_ckpt >= cfg.ckpt_minutes * 60
-            due_step = cfg.ckpt_every and step % cfg.ckpt_every == 0
-            if due_time or due_step or step == cfg.steps:
-                checkpoint()
+            due_step = cfg.ckpt_every and run.step % cfg.ckpt_every == 0
+            if due_time or due_step or run.step == cfg.steps:
+                save_checkpoint(run)
                 last_ckpt = time.time()
-            if rank == 0 and cfg.sample_every and step % cfg.sample_every == 0:
-                try:
-                    save_sample_grid(ema, out / f"samples_{step:07d}.png", step)
-                except Exception as err:  # a preview must never end a training run
-                    warnings.warn(f"sample grid at step {step} failed: {err!r}", stacklevel=1)
+            save_preview(run)
         if stop["signal"] is not None:
-            checkpoint()
-            if rank == 0:
-                print(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved",
+            save_checkpoint(run)
+            if run.rank == 0:
+                print(f"stopped by signal {stop['signal']} at step {run.step}; checkpoint saved",
                       flush=True)
     finally:
         bar.close()
         batches.close()  # stops any data workers while the interpreter is whole
         for s, h in handlers.items():
             signal.signal(s, h)
+
+
+def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
+    """Run (or resume) training; returns the trained (non-EMA) model."""
+    check_config(cfg)
+    retain_freed_memory()  # every step keeps its activations for the backward pass (memory.py)
+    device, rank, distributed = setup_device(cfg)
+    run = build_run(cfg, model_cfg, device, rank)
+    net = DistributedDataParallel(run.model) if distributed else run.model
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    fit(run, net, device)
     if distributed:
         dist.barrier()
-    return model
+    return run.model
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, UNetConfig]:
@@ -405,6 +455,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, UNetConfig]:
     parser.add_argument("--image-size", type=int, default=model_defaults.image_size)
     parser.add_argument("--parameterization", choices=("eps", "v"),
                         default=model_defaults.parameterization)
+    parser.add_argument("--frameskip-conditioning", action=argparse.BooleanOptionalAction,
+                        default=model_defaults.frameskip_conditioning,
+                        help="give the U-Net the frameskip as a conditioning input")
     args = vars(parser.parse_args(argv))
 
     def ints(s: str) -> tuple[int, ...]:
@@ -415,13 +468,20 @@ def parse_args(argv=None) -> tuple[TrainConfig, UNetConfig]:
         num_res_blocks=args.pop("num_res_blocks"),
         attn_resolutions=ints(args.pop("attn_resolutions")), head_dim=args.pop("head_dim"),
         dropout=args.pop("dropout"), image_size=args.pop("image_size"),
-        parameterization=args.pop("parameterization"))
+        parameterization=args.pop("parameterization"),
+        frameskip_conditioning=args.pop("frameskip_conditioning"))
     model_cfg.num_frames = args["num_frames"]
     return TrainConfig(**args), model_cfg
 
 
 def main(argv=None) -> None:
     cfg, model_cfg = parse_args(argv)
+    if cfg.export_only:
+        ckpt_path = Path(cfg.out_dir).expanduser() / CHECKPOINT_NAME
+        if not cfg.export_dir or not ckpt_path.exists():
+            raise SystemExit(f"--export-only needs --export-dir and a checkpoint at {ckpt_path}")
+        export_from_checkpoint(ckpt_path, cfg.export_dir)
+        return
     if not math.isfinite(cfg.lr) or cfg.lr <= 0:
         raise SystemExit("--lr must be a positive number")
     train(cfg, model_cfg)

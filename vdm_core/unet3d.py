@@ -2,10 +2,10 @@
 
 Every convolution is space-only (1x3x3); each spatial attention block (attention over H x W,
 frames as batch) is followed by a temporal attention block (attention over frames, pixels as
-batch) with a relative position bias. The log-SNR and the attention-pooled text vector form one
-conditioning embedding that is added into every residual block. Frames after `num_video_frames`
-are independent images (joint video-image training): in temporal attention each attends only to
-itself.
+batch) with a relative position bias. The log-SNR and the attention-pooled text vector (and,
+optionally, the frameskip) form one conditioning embedding that is added into every residual
+block. Frames after `num_video_frames` are independent images (joint video-image training): in
+temporal attention each attends only to itself.
 
 Inside the network every activation is frame-major, (B T, C, H, W): a space-only convolution is
 then a plain 2D convolution and a GroupNorm has per-frame statistics with no reshaping, so the
@@ -24,9 +24,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
+
+from vdm_core.attention import packed_attention, relative_position_bucket, temporal_attention_mask
 
 CONFIG_NAME = "config.json"
+MAX_FRAMESKIP = 64  # the frameskip whose features sit where logsnr's at t = 1 do
 WEIGHTS_NAME = "model.safetensors"
 _BACKPROP_FRAMES: ContextVar[tuple[int, ...] | None] = ContextVar("backprop_frames", default=None)
 
@@ -68,6 +70,7 @@ class UNetConfig:
     image_size: int = 32
     num_frames: int = 16
     parameterization: str = "v"
+    frameskip_conditioning: bool = False
 
     @property
     def emb_dim(self) -> int:
@@ -78,6 +81,8 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
+        """The config of a saved dict; fields it lacks (older config.json files) keep their
+        defaults, so a model saved before `frameskip_conditioning` existed loads with it off."""
         d = dict(d)
         for key in ("channel_mults", "attn_resolutions"):
             if key in d:
@@ -135,99 +140,19 @@ def logsnr_features(logsnr: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
-def relative_position_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int):
-    """Bucket a signed frame distance j - i (T5 style): exact when small, log-spaced beyond.
+def frameskip_features(frameskip: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of log(frameskip), scaled so frameskips 1..MAX_FRAMESKIP span [0, 1000]
+    like `logsnr_features`' schedule position.  # (B,) -> (B, dim)
 
-    Half of the buckets are for each sign; within a half, distances below a quarter of the buckets
-    get their own bucket, larger ones share log-spaced buckets up to `max_distance`, so a model
-    trained on 16 frames still sees familiar buckets on 64 frames.
+    The paper trains text-to-video models on clips at frameskip 1 and 4 (Table 5) without saying
+    whether the frameskip is an input; here one model takes it (the stride between its frames, in
+    frames of the world) as a conditioning input, like logsnr.
     """
-    half = num_buckets // 2
-    exact = half // 2
-    sign_offset = (distance > 0).long() * half
-    d = distance.abs()
-    log_bucket = exact + (
-        torch.log(d.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (half - exact)
-    ).long()
-    bucket = torch.where(d < exact, d, log_bucket.clamp(max=half - 1))
-    return sign_offset + bucket
-
-
-def temporal_attention_mask(num_frames: int, num_video_frames: torch.Tensor | None, device):
-    """Allowed key frames for each query frame in temporal attention.  # (B, T, T) bool or None
-
-    Frames [0, n) of a sample are one video and attend to each other; each frame >= n is an
-    independent image and attends only to itself ("fixing the attention matrix", sec. 3).
-    """
-    if num_video_frames is None:
-        return None
-    idx = torch.arange(num_frames, device=device)
-    n = num_video_frames.to(device).view(-1, 1, 1)
-    in_video = (idx[None, :, None] < n) & (idx[None, None, :] < n)
-    return in_video | (idx[:, None] == idx[None, :])[None]
-
-
-class PackedAttention(torch.autograd.Function):
-    """Multi-head softmax(q k^T / sqrt(d) + bias) v on a packed projection, backward written out.
-
-    Forward: qkv (..., N, 3, heads, d) and an optional additive bias broadcastable to
-    (..., heads, N, N) -> (..., N, heads d), ready for the output projection.
-
-    Written out rather than left to autograd (or PyTorch's fused CPU attention, whose backward
-    is several times slower on our many short sequences: 16 frames, 64 or 256 pixels) because
-    reconstruction guidance runs this backward at every step: one copy to head-major layout in
-    the forward, and in the backward the four matmuls write dq, dk and dv straight into one
-    packed buffer. The softmax Jacobian uses the row sums of dO * O (N x d) instead of those of
-    P * dP (N x N): (dP - rowsum(dO * O)) * P = (dP - rowsum(P * dP)) * P since O = P v.
-    """
-
-    @staticmethod
-    def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        *lead, n, _, heads, d = qkv.shape
-        dims = qkv.dim()
-        perm = (dims - 3, *range(dims - 4), dims - 2, dims - 4, dims - 1)
-        device = qkv.device.type
-        # one dtype throughout, so the backward's matmuls match: autocast's, else qkv's
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) \
-            else qkv.dtype
-        qkv_h = qkv.permute(perm).to(dtype).contiguous()  # (3, ..., heads, N, d)
-        q, k, v = qkv_h.unbind(0)
-        q.mul_(d ** -0.5)  # scaling q (N x d), not the scores (N x N)
-        scores = q @ k.transpose(-1, -2)  # (..., heads, N, N)
-        if bias is not None:
-            scores += bias
-        p = torch.softmax(scores, dim=-1).to(dtype)  # CUDA autocast's softmax returns float32
-        o = p @ v  # (..., heads, N, d)
-        ctx.save_for_backward(qkv_h, p, o)
-        ctx.perm = perm
-        ctx.bias_shape = None if bias is None else bias.shape
-        return o.transpose(-3, -2).reshape(*lead, n, heads * d)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        qkv_h, p, o = ctx.saved_tensors
-        q, k, v = qkv_h.unbind(0)  # q scaled by 1 / sqrt(d)
-        *lead, heads, n, d = q.shape
-        d_o = grad.reshape(*lead, n, heads, d).transpose(-3, -2).contiguous()  # (..., h, N, d)
-        d_qkv = torch.empty_like(qkv_h)
-        dq, dk, dv = d_qkv.unbind(0)
-        torch.matmul(p.transpose(-1, -2), d_o, out=dv)
-        d_scores = d_o @ v.transpose(-1, -2)  # dP, then in place the softmax Jacobian: dS
-        d_scores.sub_((d_o * o).sum(-1, keepdim=True)).mul_(p)
-        torch.matmul(d_scores, k, out=dq)
-        dq.mul_(d ** -0.5)
-        torch.matmul(d_scores.transpose(-1, -2), q, out=dk)
-        d_bias = None
-        if ctx.needs_input_grad[1]:
-            d_bias = d_scores.sum_to_size(ctx.bias_shape)
-        inverse = sorted(range(len(ctx.perm)), key=ctx.perm.__getitem__)
-        return d_qkv.permute(inverse), d_bias
-
-
-def packed_attention(qkv: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Multi-head attention: qkv (..., N, 3, heads, d), bias (..., heads, N, N) -> (..., N, C)."""
-    return PackedAttention.apply(qkv, bias)
+    u = torch.log(frameskip.float()) / math.log(MAX_FRAMESKIP) * 1000.0
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=frameskip.device) / half)
+    angles = u[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
 class ResBlock(nn.Module):
@@ -366,6 +291,10 @@ class UNet3D(nn.Module):
         for _ in range(cfg.emb_mlp_layers - 1):
             layers += [nn.SiLU(), nn.Linear(emb, emb)]
         self.logsnr_mlp = nn.Sequential(*layers)
+        if cfg.frameskip_conditioning:
+            # last layer zero: a model given this input starts out computing what it did without
+            self.frameskip_mlp = nn.Sequential(nn.Linear(ch, emb), nn.SiLU(),
+                                               zero_init(nn.Linear(emb, emb)))
         self.text_pool = TextPooling(cfg.text_dim, cfg.text_heads, emb)
         self.conv_in = SpaceConv(cfg.channels, ch)
 
@@ -407,25 +336,36 @@ class UNet3D(nn.Module):
             blocks.append(AttentionBlock(c_out, self.config))
         return nn.ModuleList(blocks)
 
-    def embed(self, logsnr: torch.Tensor, text_states, text_mask) -> torch.Tensor:
-        """The conditioning embedding: MLP(logsnr features) + attention-pooled text.  # (B, E)"""
+    def embed(self, logsnr: torch.Tensor, text_states, text_mask,
+              frameskip: torch.Tensor | int | None = None) -> torch.Tensor:
+        """The conditioning embedding: MLP(logsnr features) + attention-pooled text, plus
+        MLP(frameskip features) when `config.frameskip_conditioning`.  # (B, E)"""
         emb = self.logsnr_mlp(logsnr_features(logsnr, self.config.base_channels))
         b = logsnr.shape[0]
         if text_states is None:
             text_states = torch.zeros(b, 1, self.config.text_dim, device=logsnr.device)
             text_mask = torch.zeros(b, 1, dtype=torch.bool, device=logsnr.device)
-        return emb + self.text_pool(text_states.to(emb.dtype), text_mask.bool())
+        emb = emb + self.text_pool(text_states.to(emb.dtype), text_mask.bool())
+        if not self.config.frameskip_conditioning:
+            return emb
+        skip = torch.as_tensor(1 if frameskip is None else frameskip, device=logsnr.device)
+        features = frameskip_features(skip.expand(b), self.config.base_channels)  # (B, ch)
+        return emb + self.frameskip_mlp(features)
 
     def forward(self, z: torch.Tensor, logsnr: torch.Tensor, text_states=None, text_mask=None,
-                num_video_frames: torch.Tensor | None = None) -> torch.Tensor:
+                num_video_frames: torch.Tensor | None = None,
+                frameskip: torch.Tensor | int | None = None) -> torch.Tensor:
         """Predict eps or v (per `config.parameterization`) for z (B, C, T, H, W) at logsnr (B,).
 
         text_states (B, L, text_dim) and text_mask (B, L) come from the text encoder; a row with
         no True in its mask is unconditional. num_video_frames (B,) marks frames >= n as
         independent images; a value of 0 makes every frame an image (no temporal mixing).
+        frameskip (B,) or int: world frames between consecutive video frames (None: 1); a model
+        without `config.frameskip_conditioning` (trained at frameskip 1) ignores it.
         """
         b, _, t, height, width = z.shape
-        emb = self.embed(logsnr, text_states, text_mask).repeat_interleave(t, dim=0)  # (B T, E)
+        emb = self.embed(logsnr, text_states, text_mask, frameskip)  # (B, E)
+        emb = emb.repeat_interleave(t, dim=0)  # (B T, E)
         allowed = temporal_attention_mask(t, num_video_frames, z.device)
 
         h = self.conv_in(z.transpose(1, 2).reshape(b * t, -1, height, width))  # (B T, C, H, W)
@@ -498,8 +438,13 @@ class UNet3D(nn.Module):
         (directory / CONFIG_NAME).write_text(self.config.to_json() + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "UNet3D":
-        """Load a model written by `save_pretrained`, as float32."""
+    def from_pretrained(cls, directory: str | Path, **config_overrides) -> "UNet3D":
+        """Load a model written by `save_pretrained`, as float32.
+
+        `config_overrides` replace fields of the saved config. `frameskip_conditioning=True` on
+        weights saved without it adds the frameskip input with its zero-initialised last layer,
+        so the loaded model's outputs equal the saved model's bit for bit, at any frameskip.
+        """
         from safetensors.torch import load_file
 
         directory = Path(directory)
@@ -507,8 +452,13 @@ class UNet3D(nn.Module):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory / name} not found: a model folder needs "
                                         f"{CONFIG_NAME} and {WEIGHTS_NAME}")
-        cfg = UNetConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
-        model = cls(cfg)
+        saved = UNetConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        model = cls(UNetConfig.from_dict({**asdict(saved), **config_overrides}))
         state = {k: v.float() for k, v in load_file(str(directory / WEIGHTS_NAME)).items()}
-        model.load_state_dict(state)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        added = [] if saved.frameskip_conditioning else [
+            k for k in model.state_dict() if k.startswith("frameskip_mlp.")]
+        if unexpected or sorted(missing) != sorted(added):
+            raise RuntimeError(f"weights in {directory} do not fit the config: missing "
+                               f"{sorted(set(missing) - set(added))}, unexpected {unexpected}")
         return model.eval()

@@ -203,6 +203,7 @@ class VideoFolderStream(Iterator[Batch]):
             video=torch.stack(videos),  # (B, 3, T, H, W)
             captions=[self.clips[i].caption for i in picks],
             num_video_frames=self.num_frames,
+            frameskip=torch.full((self.batch_size,), self.frame_skip, dtype=torch.long),
         )
 
     def __iter__(self) -> "VideoFolderStream":
