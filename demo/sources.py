@@ -9,13 +9,13 @@ import numpy as np
 
 from demo.validation import InputError
 from vdm_core.data import EVAL_SEEDS, Clip, world_clip
-from vdm_core.video_io import MAX_BYTES, VideoReadError, read_video
+from vdm_core.video_io import MAX_BYTES, MAX_READ_FRAMES, VideoReadError, read_video
 
 WORLD = "World clip"
 LAST = "Last generated clip"
 UPLOAD = "Uploaded video"
 SOURCES = (WORLD, LAST, UPLOAD)
-UPLOAD_MAX_FRAMES = 256
+
 
 
 @dataclass
@@ -71,7 +71,7 @@ def upload_source(upload: str | Path | None, size: int) -> SourceClip:
     """An uploaded video decoded to size x size frames, or an InputError naming the limit."""
     path = _upload_path(upload)
     try:
-        frames = read_video(path, size=size, max_frames=UPLOAD_MAX_FRAMES, max_bytes=MAX_BYTES)
+        frames = read_video(path, size=size, max_frames=MAX_READ_FRAMES, max_bytes=MAX_BYTES)
     except VideoReadError as exc:
         raise InputError(f"Cannot use the uploaded video: {exc}") from None
     return SourceClip(frames, "", f"the uploaded video ({len(frames)} frames)")

@@ -27,7 +27,7 @@ from vdm_core.data import world_clip
 from vdm_core.outputs import PipelineStep
 from vdm_core.pipeline import DEFAULT_MODEL
 from vdm_core.unet3d import CONFIG_NAME, WEIGHTS_NAME, UNetConfig
-from vdm_core.video_io import MAX_BYTES, read_video, write_mp4
+from vdm_core.video_io import MAX_BYTES, MAX_READ_FRAMES, read_video, write_mp4
 
 TINY = UNetConfig(base_channels=16, channel_mults=(1, 2), attn_resolutions=(8,), head_dim=8)
 FAST = dict(guidance_weight=2.0, sampler="DDIM", steps=1)
@@ -314,7 +314,7 @@ def test_upload_errors_name_the_problem(client, tmp_path):
     text.write_text("hello")
     with pytest.raises(AppError, match="not a supported video file"):
         _upload(client, text)
-    long = write_mp4(np.zeros((sources.UPLOAD_MAX_FRAMES + 1, 8, 8, 3), np.uint8),
+    long = write_mp4(np.zeros((MAX_READ_FRAMES + 1, 8, 8, 3), np.uint8),
                      tmp_path / "long.mp4", min_size=8)
     with pytest.raises(AppError, match="256 frame limit"):
         _upload(client, long)

@@ -29,8 +29,7 @@ from vdm_core.defaults import default_config
 from vdm_core.memory import retain_freed_memory
 from vdm_core.pipeline import DEFAULT_MODEL, VideoDiffusionPipeline
 from vdm_core.samplers import SAMPLERS
-from vdm_core.video_io import MAX_FRAMES as READ_MAX_FRAMES
-from vdm_core.video_io import read_video, write_gif, write_mp4
+from vdm_core.video_io import MAX_READ_FRAMES, read_video, write_gif, write_mp4
 
 PROG = "vdm-sample"
 WRITERS = {".mp4": write_mp4, ".gif": write_gif}
@@ -152,7 +151,7 @@ def _read_lowres(path: str, frames: int | None) -> np.ndarray:
     side = _frame_side(path)
     if frames is not None:
         return read_video(path, size=side, max_frames=frames, truncate=True)
-    return _read_clip(path, side, READ_MAX_FRAMES,
+    return _read_clip(path, side, MAX_READ_FRAMES,
                       "pass --frames N to super-resolve its first N frames")
 
 

@@ -23,6 +23,7 @@ import torch
 
 from vdm_core.batch import Batch
 from vdm_core.video_io import (
+    MAX_READ_FRAMES,
     VIDEO_EXTENSIONS,
     VideoReadError,
     check_positive_int,
@@ -32,7 +33,7 @@ from vdm_core.video_io import (
 
 CAPTIONS_FILE = "captions.csv"
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024  # 1 GB per training file (decoding streams, so it is cheap)
-DEFAULT_MAX_FRAMES = 256  # frames kept from the start of each file
+
 
 
 class VideoFolderWarning(UserWarning):
@@ -103,7 +104,7 @@ class VideoFolderStream(Iterator[Batch]):
         size: int = 32,
         frame_skip: int = 1,
         seed: int = 0,
-        max_frames_per_clip: int = DEFAULT_MAX_FRAMES,
+        max_frames_per_clip: int = MAX_READ_FRAMES,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         """Find, decode and caption every video under root.

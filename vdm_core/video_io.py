@@ -23,7 +23,7 @@ import torch
 from PIL import Image, ImageSequence
 
 MAX_BYTES = 50 * 1024 * 1024  # default file-size limit of read_video (50 MB)
-MAX_FRAMES = 256  # default frame limit of read_video
+MAX_READ_FRAMES = 256  # frames read_video keeps at most, by default (uploads, folders, clips)
 FFMPEG_EXTENSIONS = (".mp4", ".m4v", ".webm", ".avi", ".mov", ".mkv")
 PILLOW_EXTENSIONS = (".gif",)
 VIDEO_EXTENSIONS = FFMPEG_EXTENSIONS + PILLOW_EXTENSIONS
@@ -282,7 +282,7 @@ def _decode_error(path: Path, exc: Exception) -> VideoReadError:
 def read_video(
     path: str | Path,
     size: int = 32,
-    max_frames: int = MAX_FRAMES,
+    max_frames: int = MAX_READ_FRAMES,
     max_bytes: int = MAX_BYTES,
     max_seconds: float | None = None,
     frame_skip: int = 1,
