@@ -52,9 +52,11 @@ METHOD_TITLES = {"replacement": "Replacement", "lowpass": "Low-pass replacement"
 SCORE_LABELS = {
     "seam_jump": "Seam jump (change at block starts / within blocks; 1 = seamless)",
     "psnr_vs_truth": "PSNR vs ground truth, generated frames (dB, higher is better)",
-    "trajectory_error_px": "Trajectory error, generated frames (px, lower is better)",
+    "trajectory_error_px": "Trajectory error, generated frames with sharp objects (px, lower "
+                           "is better)",
     "pixel_rmse": "Pixel RMSE vs ground truth, generated frames (lower is better)",
-    "missing_frames": "Objects not found (fraction of object-frames)",
+    "missing_frames": "Frames without a sharp object (blurred, ghosted or missing)",
+    "ghost_rate": "Frames with a doubled object (ghosts)",
     "colour_persistence": "Colour persistence (fraction of frames)",
     "shape_persistence": "Shape persistence (fraction of frames)",
     "lowres_mse": "MSE of the downsampled result vs the low-res input",

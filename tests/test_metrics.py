@@ -11,6 +11,7 @@ from vdm_core.metrics import (
     diversity,
     downsample,
     frame_change,
+    ghost_rate,
     lowres_mse,
     motion_stats,
     persistence,
@@ -128,3 +129,30 @@ def test_motion_stats_of_the_world_follow_its_physics(clip):
 def test_metrics_reject_non_uint8_frames(clip):
     with pytest.raises(ValueError, match="uint8"):
         frame_change(clip.frames.astype(np.float32))
+
+
+def test_sharp_trajectory_error_does_not_reward_a_cross_fade():
+    """A 50% cross-fade of two frames 6 frames apart puts each object's coverage centroid on
+    the straight line between them; only sharp detections of the right shape count as hits."""
+    for seed in EVAL_SEEDS[:40]:
+        clip = world_clip(seed, 7)
+        if len(clip.scene.objects) == 1 and np.hypot(*(clip.positions[6, 0] -
+                                                       clip.positions[0, 0])) > 6:
+            break
+    fade = ((clip.frames[0].astype(float) + clip.frames[6]) / 2).round().astype(np.uint8)
+    middle = clip.positions[3:4]
+    assert np.isfinite(trajectory_error(fade[None], middle, clip.scene)[0])  # a "hit"
+    assert np.isnan(trajectory_error(fade[None], middle, clip.scene, sharp=True)[0])
+    drawn = trajectory_error(clip.frames, clip.positions, clip.scene, sharp=True)
+    assert np.nanmax(drawn) < 1.0 and not np.isnan(drawn).any()
+
+
+def test_ghost_rate_counts_frames_with_a_doubled_object():
+    clip = next(c for c in (world_clip(s, 4) for s in EVAL_SEEDS[:40])
+                if len(c.scene.objects) == 1)
+    assert ghost_rate(clip.frames, clip.scene) == 0.0
+    ghosted = clip.frames.copy()
+    shifted = np.roll(clip.frames[0], 12, axis=(0, 1))  # the same object elsewhere
+    ghosted[2] = np.maximum(clip.frames[2], shifted)
+    assert ghost_rate(ghosted, clip.scene) == 0.25
+    assert math.isnan(ghost_rate(clip.frames, "nothing named here"))

@@ -18,6 +18,7 @@ from vdm_core.data import Clip
 from vdm_core.defaults import default_config
 from vdm_core.metrics import (
     frame_change,
+    ghost_rate,
     lowres_mse,
     persistence,
     psnr,
@@ -69,8 +70,11 @@ def score_video(frames: np.ndarray, generated: Sequence[int], block_starts: Sequ
     """Every score of one video (T, H, W, 3) uint8, over its `generated` frames.
 
     seam_jump (when a block starts after frame 0); with a truth (a world Clip or frames of the
-    same shape): psnr_vs_truth and the mean per-frame error, trajectory_error_px and
-    missing_frames for a Clip (whose caption is used when none is given), pixel_rmse otherwise;
+    same shape): psnr_vs_truth and the mean per-frame error; for a Clip (whose caption is used
+    when none is given) trajectory_error_px over the frames where each object is detected
+    sharp and in its shape (`metrics.trajectory_error(sharp=True)`: blends and ghosts do not
+    count as hits), missing_frames (frames where none is) and ghost_rate (frames with doubled
+    objects); pixel_rmse otherwise;
     with a caption: colour_persistence and shape_persistence from the first generated frame on;
     with a low-res input: lowres_mse of the result downsampled by `mode`.
     """
@@ -85,9 +89,10 @@ def score_video(frames: np.ndarray, generated: Sequence[int], block_starts: Sequ
             raise ValueError(f"truth {true_frames.shape} does not match the video {frames.shape}")
         scores["psnr_vs_truth"] = psnr(frames[gen], true_frames[gen])
         if isinstance(truth, Clip):
-            error = trajectory_error(frames, truth.positions, truth.scene)  # (T,)
+            error = trajectory_error(frames, truth.positions, truth.scene, sharp=True)  # (T,)
             scores["trajectory_error_px"] = _nanmean(error[gen])
             scores["missing_frames"] = float(np.isnan(error[gen]).mean())
+            scores["ghost_rate"] = ghost_rate(frames[gen], truth.scene)
             caption = caption or truth.caption
         else:
             diff = frames / 255.0 - true_frames / 255.0

@@ -245,14 +245,30 @@ class ReconstructionGuidance:
     obs: Observation
     w_r: float = 1.0
 
-    def x_hat(self, denoise: Denoiser, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
-        """The guided estimate x~ (B, C, T, H, W): one forward and one backward pass to z only."""
+    def estimate(
+        self, denoise: Denoiser, z: torch.Tensor, logsnr: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_hat(z_t), correction), both (B, C, T, H, W): one forward and one backward pass.
+
+        correction = -(w_r alpha_t / 2) grad_z ||x^a - x_hat^a(z_t)||^2 is what eqs. 7 and 8 add
+        to the model's estimate, over all of z. Eq. 7 uses its part at the unknown frames x^b
+        (the known frames' estimate is x^a itself, see `guided`); eq. 8 uses all of it.
+        """
         x_hat, grad = residual_gradient(self.obs, denoise, z, logsnr)
         alpha, _ = alpha_sigma(broadcast_to(logsnr, z))
-        x_tilde = x_hat - 0.5 * self.w_r * alpha * grad
+        return x_hat, -(0.5 * self.w_r * alpha * grad)
+
+    def guided(self, x_hat: torch.Tensor, correction: torch.Tensor) -> torch.Tensor:
+        """The guided estimate x~ = x_hat + correction (eq. 8), with x~^a = x^a for known frames
+        (eq. 7), (B, C, T, H, W). x_hat + (-c) equals x_hat - c bit for bit (IEEE 754)."""
+        x_tilde = x_hat + correction
         if self.obs.is_lowres:
             return x_tilde
         return self.obs.with_known(x_tilde, self.obs.frames)
+
+    def x_hat(self, denoise: Denoiser, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
+        """The guided estimate x~ (B, C, T, H, W): one forward and one backward pass to z only."""
+        return self.guided(*self.estimate(denoise, z, logsnr))
 
     def replace(
         self, z_s: torch.Tensor, logsnr_s: torch.Tensor, generator: torch.Generator | None

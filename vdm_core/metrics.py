@@ -140,9 +140,15 @@ def _objects(target: str | Scene) -> list[tuple[str, str]]:
     return caption_objects(target)
 
 
-def _nearest(frame: list[Detection], colour: str, x: float, y: float) -> float:
-    """Distance (px) from (x, y) to the nearest detection of `colour`; nan when there is none."""
-    gaps = [math.hypot(d.x - x, d.y - y) for d in frame if d.colour == colour]
+SHARP_PEAK = 0.8  # a detection at least this covered somewhere is a drawn shape, not a blend
+
+
+def _nearest(frame: list[Detection], colour: str, x: float, y: float,
+             shape: str | None = None) -> float:
+    """Distance (px) from (x, y) to the nearest detection of `colour` (and, when `shape` is
+    given, of that shape with a sharp core, peak >= SHARP_PEAK); nan when there is none."""
+    gaps = [math.hypot(d.x - x, d.y - y) for d in frame if d.colour == colour
+            and (shape is None or (d.shape == shape and d.peak >= SHARP_PEAK))]
     return min(gaps) if gaps else float("nan")
 
 
@@ -151,6 +157,7 @@ def trajectory_error(
     true_positions: np.ndarray,
     objects: str | Scene,
     missing: float = float("nan"),
+    sharp: bool = False,
 ) -> np.ndarray:
     """Per-frame centroid error (px) against the true object trajectories, (T,).
 
@@ -160,6 +167,10 @@ def trajectory_error(
     Euclidean distance over its objects. An object with no detection of its colour scores
     `missing`: nan (the default) leaves it out of the frame's mean, so a frame with every object
     missing is nan; a number (e.g. the frame diagonal) penalises it instead.
+
+    With sharp=True only detections of the object's shape with a sharp core count: a cross-fade
+    of two frames puts a coverage-weighted centroid exactly between them, so without this a
+    blurred or ghosted frame can score better than a drawn one.
     """
     _check_frames(frames)
     positions = np.asarray(true_positions, dtype=np.float64)
@@ -173,12 +184,24 @@ def trajectory_error(
         )
     errors = np.full((len(frames), len(wanted)), np.nan)  # (T, n)
     for t, frame in enumerate(detect_clip(frames)):
-        for i, (colour, _) in enumerate(wanted):
-            errors[t, i] = _nearest(frame, colour, *positions[t, i])
+        for i, (colour, shape) in enumerate(wanted):
+            errors[t, i] = _nearest(frame, colour, *positions[t, i], shape if sharp else None)
     errors = np.where(np.isnan(errors), missing, errors)
     counts = (~np.isnan(errors)).sum(axis=1)  # (T,)
     sums = np.nansum(errors, axis=1)  # (T,)
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def ghost_rate(frames: np.ndarray, objects: str | Scene) -> float:
+    """Fraction of frames in which some colour is detected more often than the scene (or the
+    caption) has objects of it: doubled or ghosted objects (nan without objects)."""
+    _check_frames(frames)
+    wanted = [colour for colour, _ in _objects(objects)]
+    if not wanted or not len(frames):
+        return float("nan")
+    ghosted = [any(sum(d.colour == c for d in frame) > wanted.count(c) for c in set(wanted))
+               for frame in detect_clip(frames)]
+    return float(np.mean(ghosted))
 
 
 def persistence(frames: np.ndarray, objects: str | Scene, start: int = 0) -> dict[str, float]:
