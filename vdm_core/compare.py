@@ -28,6 +28,7 @@ from vdm_core.metrics import (
 from vdm_core.outputs import SamplingConfig, VideoOutput
 
 STRATEGIES = {"generate": ("replacement", "reconstruction"),
+              "cascade": ("replacement", "reconstruction"),
               "extend": ("replacement", "reconstruction"),
               "predict": ("replacement", "reconstruction"),
               "interpolate": ("replacement", "reconstruction"),
@@ -147,6 +148,33 @@ class Comparison:
         return next(iter(self.scored.values())).error_label
 
 
+def _compare(pipe: Sampler, task: str, runs: Mapping[str, tuple[str, Mapping, str]],
+             truth: Clip | np.ndarray | None, prompt: str, config: SamplingConfig, seed: int,
+             lowres: np.ndarray | None) -> Comparison:
+    """Run each labelled (task, inputs, strategy) from one seed, then score every result."""
+    if inputs := next((i for _, i, _ in runs.values() if i.get("num_frames")), None):
+        first_frames(truth, inputs["num_frames"])  # a too-short truth fails before sampling
+    outputs = {}
+    start = time.perf_counter()
+    for run, (label, (task, inputs, strategy)) in enumerate(runs.items()):
+        run_config = replace(config.seeded(seed),
+                             callback=shift_progress(config.callback, run, len(runs)))
+        outputs[label] = TASKS[task](pipe, **inputs, prompt=prompt, strategy=strategy,
+                                     config=run_config)
+    seconds = time.perf_counter() - start
+    first = next(iter(outputs.values()))
+    n = len(first.frames)
+    truth = first_frames(truth, n)
+    given = list(first.info["given"])
+    generated = [i for i in range(n) if i not in set(given)]
+    scored = {name: score_video(out.frames, generated, out.info["block_starts"], truth, prompt,
+                                lowres)
+              for name, out in outputs.items()}
+    true_frames = truth.frames if isinstance(truth, Clip) else truth
+    return Comparison(task, outputs, true_frames, given,
+                      list(first.info["block_starts"]), scored, seconds)
+
+
 def compare_strategies(pipe: Sampler, task: str, inputs: Mapping,
                        strategies: Sequence[str] | None = None,
                        truth: Clip | np.ndarray | None = None, *, prompt: str = "",
@@ -163,26 +191,19 @@ def compare_strategies(pipe: Sampler, task: str, inputs: Mapping,
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {sorted(TASKS)}")
-    strategies = tuple(strategies or STRATEGIES[task])
-    config = config or default_config(task)
-    if inputs.get("num_frames") is not None:
-        first_frames(truth, inputs["num_frames"])  # a too-short truth fails before sampling
-    outputs = {}
-    start = time.perf_counter()
-    for run, name in enumerate(strategies):
-        run_config = replace(config.seeded(seed),
-                             callback=shift_progress(config.callback, run, len(strategies)))
-        outputs[name] = TASKS[task](pipe, **inputs, prompt=prompt, strategy=name,
-                                    config=run_config)
-    seconds = time.perf_counter() - start
-    first = next(iter(outputs.values()))
-    n = len(first.frames)
-    truth = first_frames(truth, n)
-    given = list(first.info["given"])
-    generated = [i for i in range(n) if i not in set(given)]
-    scored = {name: score_video(out.frames, generated, out.info["block_starts"], truth, prompt,
-                                lowres)
-              for name, out in outputs.items()}
-    true_frames = truth.frames if isinstance(truth, Clip) else truth
-    return Comparison(task, outputs, true_frames, given, list(first.info["block_starts"]), scored,
-                      seconds)
+    runs = {name: (task, inputs, name) for name in strategies or STRATEGIES[task]}
+    return _compare(pipe, task, runs, truth, prompt, config or default_config(task), seed,
+                    lowres)
+
+
+def compare_long_video(pipe: Sampler, video, num_frames: int,
+                       truth: Clip | np.ndarray | None = None, *, prompt: str = "",
+                       config: SamplingConfig | None = None, seed: int = 0,
+                       strategy: str = "reconstruction") -> Comparison:
+    """Extend `video` (uint8 (T, H, W, 3) or a float batch) to num_frames frames twice from one
+    seed: block-autoregressively and by the keyframe cascade (Fig. 2), both with `strategy`.
+    The result's block_starts are the autoregressive run's; each output's info has its own."""
+    runs = {"autoregressive": ("extend", {"video": video, "num_frames": num_frames}, strategy),
+            "cascade": ("cascade", {"video": video, "num_frames": num_frames}, strategy)}
+    return _compare(pipe, "long_video", runs, truth, prompt, config or default_config("extend"),
+                    seed, None)

@@ -361,6 +361,78 @@ def super_resolve(pipe: Sampler, lowres: Video, strategy: str = "reconstruction"
                    given=[])
 
 
+KEYFRAME_SKIP = 4  # the paper's keyframe model samples every 4th frame (Fig. 2)
+METHODS = ("autoregressive", "cascade")
+
+
+def keyframe_plan(num_frames: int, given: int, skip: int = KEYFRAME_SKIP) -> tuple[list[int],
+                                                                                    list[bool]]:
+    """The keyframes of a cascade over num_frames frames whose first `given` are known: frames
+    0, skip, 2 skip, ... (the last one at most num_frames - 1), and which of them are known."""
+    if skip < 2:
+        raise ValueError(f"the keyframe skip must be at least 2, got {skip}")
+    keyframes = list(range(0, num_frames, skip))
+    return keyframes, [i < given for i in keyframes]
+
+
+def staged(config: SamplingConfig, stage: str, frameskip: int) -> SamplingConfig:
+    """config for one stage of the cascade: its frameskip, and progress labelled with `stage`."""
+    callback = config.callback
+    report = None if callback is None else (lambda step: callback(replace(step, stage=stage)))
+    return replace(config, frameskip=frameskip, callback=report)
+
+
+def cascade(pipe: Sampler, prompt: str | Sequence[str], num_frames: int,
+            video: Video | None = None, strategy: str = "reconstruction",
+            config: SamplingConfig | None = None) -> VideoOutput:
+    """A long video the paper's way (Fig. 2): keyframes every KEYFRAME_SKIP frames from a
+    frameskip-4 model, then the frames between them by conditional sampling at frameskip 1.
+
+    Stage 1 samples the keyframes as one video at frameskip 4 (16 keyframes span 61 frames;
+    longer videos extend the keyframe sequence block by block), conditioned on the given
+    frames that fall on keyframes. Stage 2 fills every other frame with `strategy` (eq. 7 or
+    replacement): each window ends on a keyframe and is conditioned on the keyframes inside it
+    and on the frames already filled before it. `video` (optional) fixes the first frames.
+    info["keyframes"] lists the keyframe indices; info["block_starts"] the interpolation
+    windows' first new frames and the keyframe windows' (these also in
+    info["keyframe_block_starts"]).
+    """
+    config = config or default_config("cascade")
+    window = _window(pipe, config)
+    check_sampling_args(num_frames, config.steps, config.w, config.sampler)
+    config = _frames_config("cascade", config, window)
+    factory = frame_strategy(strategy, config.w_r)
+    channels, size = pipe.config.channels, pipe.config.image_size
+    if video is None:
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        x0 = torch.zeros(len(prompts), channels, 0, size, size)  # (B, C, 0, H, W)
+    else:
+        x0 = as_video(video, channels)  # (B, C, T, H, W)
+        _check_size(x0, size)
+        prompts = _prompts(prompt, x0.shape[0])
+    t0 = x0.shape[2]
+    if num_frames <= t0:
+        raise ValueError(f"num_frames ({num_frames}) must be longer than the input video "
+                         f"({t0} frames)")
+    keyframes, known_keys = keyframe_plan(num_frames, t0)
+    x = torch.zeros(len(prompts), channels, num_frames, size, size)  # (B, C, N, H, W)
+    x[:, :, :t0] = x0
+    start = time.perf_counter()
+    keys, key_blocks = _fill(pipe, x[:, :, keyframes], known_keys, prompts, factory,
+                             staged(config, "keyframes", KEYFRAME_SKIP), window)
+    x[:, :, keyframes] = keys
+    known = [i < t0 or i % KEYFRAME_SKIP == 0 for i in range(num_frames)]
+    x, blocks = _fill(pipe, x, known, prompts, factory, staged(config, "interpolation", 1),
+                      window)
+    key_starts = [keyframes[b.first_new] for b in key_blocks]
+    out = _output(x, blocks, time.perf_counter() - start, config, task="cascade",
+                  prompts=prompts, strategy=strategy, w_r=config.w_r, k=config.k, window=window,
+                  keyframes=keyframes, given=list(range(t0)), keyframe_block_starts=key_starts,
+                  input_frames=t0)
+    out.info["block_starts"] = sorted({*out.info["block_starts"], *key_starts})
+    return out
+
+
 def shift_progress(callback: ProgressCallback | None, run: int,
                    runs: int) -> ProgressCallback | None:
     """A callback for run `run` of `runs` back-to-back runs that share one block counter."""
@@ -375,4 +447,4 @@ def shift_progress(callback: ProgressCallback | None, run: int,
 
 
 TASKS = {"generate": generate, "extend": extend, "predict": predict, "interpolate": interpolate,
-         "super_resolve": super_resolve}
+         "super_resolve": super_resolve, "cascade": cascade}

@@ -14,6 +14,7 @@ DEFAULT_K = 4  # frames of context per extension block
 _FRAMES = SamplingConfig(steps=32, sampler="ancestral", w=2.0, w_r=DEFAULT_W_R, k=DEFAULT_K)
 TASK_DEFAULTS: dict[str, SamplingConfig] = {
     "generate": _FRAMES,
+    "cascade": _FRAMES,
     "extend": _FRAMES,
     "predict": _FRAMES,
     "interpolate": _FRAMES,

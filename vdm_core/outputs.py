@@ -28,6 +28,7 @@ class PipelineStep:
     block: int
     num_blocks: int
     x_hat: torch.Tensor  # (B, C, T, H, W)
+    stage: str = ""  # e.g. "keyframes" or "interpolation" in the keyframe cascade
 
     @property
     def fraction(self) -> float:
@@ -61,7 +62,9 @@ class SamplingConfig:
     every random draw (a CPU generator keeps seeds portable across devices); callback: progress;
     sampler_options: extra sampler arguments (gamma, delta, clip_x); prompt_windows: "all"
     conditions every window of a long video on the prompt, "first" only the first window (later
-    windows are unconditional, w = 0, so a caption of frame 0 cannot fight the context).
+    windows are unconditional, w = 0, so a caption of frame 0 cannot fight the context);
+    frameskip: the stride between the frames sampled together, given to a frameskip-conditioned
+    model (the paper's frameskip-4 keyframe model; 1 for consecutive frames).
     """
 
     steps: int = 32
@@ -74,6 +77,7 @@ class SamplingConfig:
     callback: ProgressCallback | None = field(default=None, compare=False)
     sampler_options: Mapping[str, Any] = field(default_factory=dict)
     prompt_windows: str = "all"
+    frameskip: int = 1
 
     def __post_init__(self) -> None:
         check_sampling_args(1, self.steps, self.w, self.sampler)
@@ -81,6 +85,8 @@ class SamplingConfig:
             raise ValueError(f"w_r must be a finite number >= 0, got {self.w_r}")
         if int(self.k) < 1:
             raise ValueError(f"k (conditioning frames) must be at least 1, got {self.k}")
+        if int(self.frameskip) < 1:
+            raise ValueError(f"frameskip must be at least 1, got {self.frameskip}")
         if self.prompt_windows not in PROMPT_WINDOWS:
             raise ValueError(f"prompt_windows must be one of {PROMPT_WINDOWS}, got "
                              f"{self.prompt_windows!r}")

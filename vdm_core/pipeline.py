@@ -58,6 +58,17 @@ def sampling_config(task: str, config: SamplingConfig | None = None,
     return replace(base, **fields)
 
 
+def check_method(method: str) -> None:
+    """Raise a ValueError unless `method` names a way to make long videos."""
+    if method not in conditional.METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {list(conditional.METHODS)}")
+
+
+def method_task(method: str, task: str) -> str:
+    """The defaults-table row of a call: "cascade" for the cascade, else `task`."""
+    return "cascade" if method == "cascade" else task
+
+
 class VideoDiffusionPipeline:
     """A trained U-Net + the MiniLM text encoder + the samplers, with diffusers-like calls."""
 
@@ -98,15 +109,16 @@ class VideoDiffusionPipeline:
         return self._text_encoder
 
     def denoiser(self, prompts: list[str], guidance_weight: float = 0.0,
-                 num_video_frames: torch.Tensor | None = None):
-        """The classifier-free-guided denoiser x_hat(z, logsnr) for a batch of prompts.
+                 num_video_frames: torch.Tensor | None = None, frameskip: int = 1):
+        """The classifier-free-guided denoiser x_hat(z, logsnr) for a batch of prompts, for
+        frames `frameskip` apart (an input only of frameskip-conditioned models).
 
         Empty prompts are unconditional (their guidance is then a no-op: x_c = x_u).
         """
         device = self.device
         states, mask = self.text_encoder.encode(list(prompts))
         guidable = model_denoiser(self.model, states.to(device), mask.to(device),
-                                  num_video_frames)
+                                  num_video_frames, frameskip)
         dtype = autocast_dtype(device, self.dtype)
         autocast = torch.autocast(device.type, dtype=dtype or torch.bfloat16,
                                   enabled=dtype is not None)
@@ -130,7 +142,7 @@ class VideoDiffusionPipeline:
                strategy: Strategy | None = None, block: int = 0,
                num_blocks: int = 1) -> torch.Tensor:
         """Run config's sampler over z (B, C, T, H, W) with guidance and an optional strategy."""
-        denoise = self.denoiser(prompts, config.w)
+        denoise = self.denoiser(prompts, config.w, frameskip=config.frameskip)
         callback = config.callback
 
         def on_step(info: StepInfo) -> None:
@@ -142,19 +154,24 @@ class VideoDiffusionPipeline:
                       **config.sampler_options).clamp(-1, 1)
 
     def __call__(self, prompt: str | list[str] = "", num_frames: int | None = None,
-                 config: SamplingConfig | None = None, **kwargs) -> VideoOutput:
+                 config: SamplingConfig | None = None, method: str = "autoregressive",
+                 **kwargs) -> VideoOutput:
         """Sample one video per prompt (text-to-video; "" is unconditional).
 
         Settings come from `config` and the keywords num_inference_steps, guidance_weight
         (the paper's w, eq. 6: eps~ = (1 + w) eps(z, c) - w eps(z), so 0 is off), sampler,
         generator, callback and sampler options. `num_frames` defaults to the model's training
-        window; a longer video is sampled window by window (`conditional.generate`, with
-        reconstruction guidance; info["block_starts"] marks the blocks).
+        window; a longer video is sampled window by window with reconstruction guidance:
+        `method` "autoregressive" (`conditional.generate`) or "cascade" (keyframes, then the
+        frames between them: `conditional.cascade`); info["block_starts"] marks the blocks.
         """
-        config = sampling_config("generate", config, **kwargs)
+        check_method(method)
+        config = sampling_config(method_task(method, "generate"), config, **kwargs)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         num_frames = self.config.num_frames if num_frames is None else int(num_frames)
         check_sampling_args(num_frames, config.steps, config.w, config.sampler)
+        if method == "cascade":
+            return conditional.cascade(self, prompts, num_frames, config=config)
         if num_frames > self.config.num_frames:
             return conditional.generate(self, prompts, num_frames, config=config)
         z = self.initial_noise(len(prompts), num_frames, config.generator)
@@ -164,10 +181,15 @@ class VideoDiffusionPipeline:
                             "guidance_weight": config.w})
 
     def extend(self, video, num_frames: int, prompt="", strategy: str = "reconstruction",
-               config: SamplingConfig | None = None, **kwargs) -> VideoOutput:
-        """Extend a clip block-autoregressively to num_frames frames; see `conditional.extend`."""
-        return conditional.extend(self, video, num_frames, prompt, strategy,
-                                  sampling_config("extend", config, **kwargs))
+               config: SamplingConfig | None = None, method: str = "autoregressive",
+               **kwargs) -> VideoOutput:
+        """Extend a clip to num_frames frames block-autoregressively (`conditional.extend`) or,
+        with method="cascade", by keyframes and the frames between (`conditional.cascade`)."""
+        check_method(method)
+        config = sampling_config(method_task(method, "extend"), config, **kwargs)
+        if method == "cascade":
+            return conditional.cascade(self, prompt, num_frames, video, strategy, config)
+        return conditional.extend(self, video, num_frames, prompt, strategy, config)
 
     def predict(self, video, k: int, num_frames: int = 16, prompt="",
                 strategy: str = "reconstruction", config: SamplingConfig | None = None,
