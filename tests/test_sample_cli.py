@@ -70,6 +70,14 @@ def test_extend_keeps_the_clip_and_reaches_the_frame_count(clips, tmp_path, caps
     assert np.abs(frames[:8].astype(float) - given).mean() < 8  # H.264 twice: lossy
 
 
+def test_extend_by_the_keyframe_cascade(clips, tmp_path, capsys):
+    out = tmp_path / "cascade.mp4"
+    code = main([clips["caption"], "--extend", str(clips["clip"]), "--frames", "24", "--method",
+                 "cascade", "--steps", "1", "--seed", "0", "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert read_video(out, size=32).shape == (24, 32, 32, 3)
+
+
 def test_super_resolve_a_16x16_clip_matches_it_when_downsampled(clips, tmp_path, capsys):
     out = tmp_path / "sharp.mp4"
     code = main(["--super-resolve", str(clips["low16"]), "--strategy", "lowpass", "--steps", "2",
@@ -98,6 +106,8 @@ def test_super_resolve_a_16x16_clip_matches_it_when_downsampled(clips, tmp_path,
     (["--super-resolve", "{clip}"], "lowres frames must be square and divide"),
     (["--extend", "{clip}", "--frames", "20", "--strategy", "lowpass"], "unknown strategy"),
     (["--model", "{tmp}"], "config.json not found"),
+    (["--method", "keyframes"], "argument --method: invalid choice: 'keyframes'"),
+    (["--super-resolve", "{low16}", "--method", "cascade"], "--method applies to"),
     (["--device", "nonsense"], "unknown device 'nonsense'"),
 ])
 def test_bad_input_exits_2_with_a_specific_message(clips, tmp_path, capsys, args, message):

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vdm_core.conditional import METHODS
 from vdm_core.defaults import default_config
 from vdm_core.memory import retain_freed_memory
 from vdm_core.pipeline import DEFAULT_MODEL, VideoDiffusionPipeline
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=_checked(int, lambda v: 0 <= v <= MAX_SEED,
                                                 f"an integer in [0, {MAX_SEED}]"),
                         help="random seed (default: a random one, printed at the end)")
+    parser.add_argument("--method", choices=METHODS, default=METHODS[0],
+                        help="long videos: block by block, or keyframes at frameskip 4 then the "
+                             "frames between (paper Fig. 2) (default: %(default)s)")
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), default=defaults.sampler,
                         help="sampler (default: %(default)s)")
     source = parser.add_mutually_exclusive_group()
@@ -128,6 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"{flag} applies only with --extend or --super-resolve")
     if args.k is not None and args.super_resolve:
         parser.error("--k applies only with --extend")
+    if args.method != METHODS[0] and args.super_resolve:
+        parser.error("--method applies to text-to-video and --extend, not --super-resolve")
     return args
 
 
@@ -203,10 +209,11 @@ def generate(pipe: VideoDiffusionPipeline, args: argparse.Namespace, clip: np.nd
               "sampler": args.sampler, "generator": torch.Generator().manual_seed(seed),
               "callback": callback}
     if args.extend:
-        return pipe.extend(clip, args.frames, prompt=args.prompt, **_conditioning(args), **common)
+        return pipe.extend(clip, args.frames, prompt=args.prompt, method=args.method,
+                           **_conditioning(args), **common)
     if args.super_resolve:
         return pipe.super_resolve(clip, prompt=args.prompt, **_conditioning(args), **common)
-    return pipe(args.prompt, num_frames=args.frames, **common)
+    return pipe(args.prompt, num_frames=args.frames, method=args.method, **common)
 
 
 def run(args: argparse.Namespace, seed: int) -> tuple[Path, int]:
