@@ -115,17 +115,19 @@ def _preview_due(step: PipelineStep) -> bool:
 
 
 def run_job(fn: Callable, progress: gr.Progress,
-            on_step: Callable[[PipelineStep], tuple | None] | None = None):
+            on_step: Callable[[PipelineStep], tuple | None] | None = None,
+            describe: Callable[[PipelineStep], str] = step_text):
     """Run fn(callback) in a worker; yield on every step (on_step's outputs or gr.skip()).
 
-    Returns fn's result (use with `result = yield from run_job(...)`).
+    The progress text of a step is describe(step). Returns fn's result (use with
+    `result = yield from run_job(...)`).
     """
     job = BackgroundJob(fn)
     with contextlib.closing(job.events()) as events:  # closing it cancels the job
         for step in events:
             update = None
             if step is not None:
-                progress(step.fraction, desc=step_text(step))
+                progress(step.fraction, desc=describe(step))
                 update = on_step(step) if on_step is not None else None
             yield gr.skip() if update is None else update
     return job.result
@@ -260,6 +262,8 @@ def _prepare(source_kind, world_index, upload, last_clip, num_frames, prompt, gu
     config = replace(config, w_r=clamp_number("Reconstruction weight w_r", w_r, 0.0, 64.0, notes))
     size = pipe.config.image_size
     source = sources.load_source(source_kind, world_index, upload, last_clip, num_frames, size)
+    if source_kind == sources.UPLOAD and not sources.looks_like_world(source.frames):
+        notes.infos.append(sources.OFF_WORLD_NOTE)
     return pipe, source, num_frames, prompt, config, seed, notes
 
 
@@ -352,4 +356,4 @@ def mode_controls(mode: str, factor: str):
     w_r = FACTORS.get(factor, 2) ** 2 if sr else APP_DEFAULTS.w_r
     return (gr.update(visible=extend or interp), gr.update(visible=sr),
             gr.update(visible=interp), gr.update(value=w_r), gr.update(visible=extend),
-            gr.update(visible=sr), gr.update(visible=interp))
+            gr.update(visible=sr), gr.update(visible=interp), gr.update(visible=extend or sr))

@@ -2,7 +2,7 @@
 
 import gradio as gr
 
-from demo import handlers, info, plots, sources
+from demo import guidance_handlers, handlers, info, plots, sources, tasks
 from demo.runtime import model_dir
 from demo.validation import MAX_SEED, MAX_STEPS, SAMPLER_LABELS
 from vdm_core.data import EVAL_SEEDS
@@ -90,8 +90,33 @@ def generate_tab(last_clip: gr.State) -> list:
         run.click(handlers.generate_stream, inputs, outputs, api_name="generate_stream"),
         prompt.submit(handlers.generate, inputs, outputs, api_name="generate"),
     ]
-    stop.click(None, cancels=events, api_name="stop_generate", api_visibility="private")
-    return events
+    sweep = guidance_sweep_section([prompt, sampler, steps, seed, randomize], seed)
+    stop.click(None, cancels=[*events, sweep], api_name="stop_generate",
+               api_visibility="private")
+    return [*events, sweep]
+
+
+def guidance_sweep_section(inputs: list, seed: gr.Number):
+    """The guidance sweep (paper Table 5 / Fig. 3): the prompt and seed above at w = 0, 1, 2, 4.
+
+    inputs: prompt, sampler, steps, seed, randomize. Returns the sweep's event."""
+    weights = ", ".join(f"{w:g}" for w in tasks.SWEEP_WEIGHTS)
+    with gr.Accordion(f"Guidance sweep: the same prompt and seed at w = {weights}", open=False):
+        gr.Markdown("How much does classifier-free guidance (eq. 6) matter? The prompt, seed, "
+                    "sampler and steps above are sampled once per guidance weight, each from "
+                    "the same initial noise, and the world's object detector checks each "
+                    "video against the prompt (four times the cost of one video).")
+        with gr.Row():
+            run = gr.Button("Run the guidance sweep", variant="primary", elem_id="sweep-run")
+            stop = gr.Button("Stop", variant="stop", elem_id="sweep-stop")
+        image = gr.Image(label="One row per guidance weight w (frames evenly spaced in time)",
+                         interactive=False, format="png", elem_classes="pixelated",
+                         elem_id="sweep-image")
+        verdicts = gr.Markdown(elem_id="sweep-status")
+    event = run.click(guidance_handlers.guidance_sweep, inputs, [image, verdicts, seed],
+                      api_name="guidance_sweep")
+    stop.click(None, cancels=[event], api_name="stop_sweep", api_visibility="private")
+    return event
 
 
 def extend_tab(last_clip: gr.State) -> list:
@@ -130,6 +155,7 @@ def extend_tab(last_clip: gr.State) -> list:
                 run_interp = gr.Button("Interpolate & compare", variant="primary",
                                        visible=False)
                 stop = gr.Button("Stop", variant="stop")
+            run_field = gr.Button("Show the guidance field", elem_id="field-run")
         with gr.Column(scale=3):
             with gr.Row():
                 given = result_video("Given to the model")
@@ -139,6 +165,14 @@ def extend_tab(last_clip: gr.State) -> list:
                 right = result_video("Reconstruction guidance")
             plot = gr.Plot(label="Per-frame change and error", format="png", show_label=False)
             status = gr.Markdown(label="Status")
+            with gr.Accordion("Guidance field: where is the model pushed, and how hard?",
+                              open=True):
+                field_image = gr.Image(
+                    label="Known frames, then per noise level: estimate x̂ (top) and the size "
+                          "of the reconstruction-guidance correction (bottom)",
+                    interactive=False, format="png", elem_classes="pixelated",
+                    elem_id="field-image")
+                field_caption = gr.Markdown(elem_id="field-caption")
     shared = [source, world, upload, last_clip, num_frames]
     tail = [prompt, weight, w_r, steps, sampler, seed]
     outputs = [given, left, right, truth, plot, status]
@@ -148,9 +182,12 @@ def extend_tab(last_clip: gr.State) -> list:
                      api_name="super_resolve"),
         run_interp.click(handlers.interpolate, [*shared, every, k, *tail], outputs,
                          api_name="interpolate"),
+        run_field.click(guidance_handlers.guidance_field,
+                        [mode, source, world, upload, last_clip, k, factor, *tail],
+                        [field_image, field_caption], api_name="guidance_field"),
     ]
     stop.click(None, cancels=events, api_name="stop_compare", api_visibility="private")
-    controls = [k, factor, every, w_r, run_extend, run_sr, run_interp]
+    controls = [k, factor, every, w_r, run_extend, run_sr, run_interp, run_field]
     gr.on([mode.change, factor.change], handlers.mode_controls, [mode, factor], controls,
           api_name="mode_controls", api_visibility="private", queue=False)
     gr.on([source.change, world.change], handlers.source_caption, [source, world, last_clip],

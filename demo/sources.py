@@ -8,14 +8,20 @@ from pathlib import Path
 import numpy as np
 
 from demo.validation import InputError
-from vdm_core.data import EVAL_SEEDS, Clip, world_clip
+from vdm_core.data import BACKGROUND, EVAL_SEEDS, Clip, world_clip
+from vdm_core.detect import detect_objects
 from vdm_core.video_io import MAX_BYTES, MAX_READ_FRAMES, VideoReadError, read_video
 
 WORLD = "World clip"
 LAST = "Last generated clip"
 UPLOAD = "Uploaded video"
 SOURCES = (WORLD, LAST, UPLOAD)
-
+OFF_WORLD_NOTE = ("The model knows only the bouncing-shapes world (coloured shapes on a dark "
+                  "32×32 background), so its result on other footage is a demonstration of the "
+                  "method, not of realism.")
+PROBE_FRAMES = 4  # frames looked at by `looks_like_world`
+BACKGROUND_TOLERANCE = 24  # per channel, around the world's background colour
+MIN_BACKGROUND = 0.4  # fraction of a world frame that is background (the world: 0.7-0.9)
 
 
 @dataclass
@@ -75,6 +81,18 @@ def upload_source(upload: str | Path | None, size: int) -> SourceClip:
     except VideoReadError as exc:
         raise InputError(f"Cannot use the uploaded video: {exc}") from None
     return SourceClip(frames, "", f"the uploaded video ({len(frames)} frames)")
+
+
+def looks_like_world(frames: np.ndarray) -> bool:
+    """Whether uint8 frames (T, H, W, 3) look like the bouncing-shapes world: in each of the
+    first PROBE_FRAMES frames, at least MIN_BACKGROUND of the pixels are the world's dark
+    background and the world's object detector finds a shape."""
+    background = np.asarray(BACKGROUND, dtype=np.int16)
+    for frame in frames[:PROBE_FRAMES]:
+        dark = np.abs(frame.astype(np.int16) - background).max(axis=-1) <= BACKGROUND_TOLERANCE
+        if dark.mean() < MIN_BACKGROUND or not detect_objects(frame):
+            return False
+    return len(frames) > 0
 
 
 def load_source(kind: str, world_index: object, upload: str | Path | None, last: dict | None,

@@ -19,8 +19,9 @@ import torch
 from conftest import running_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from PIL import Image
 
-from demo import handlers, info, sources, validation
+from demo import guidance_handlers, handlers, images, info, sources, validation
 from demo.runtime import get_pipeline
 from demo.worker import BackgroundJob, Cancelled
 from vdm_core.data import world_clip
@@ -176,7 +177,7 @@ def generate(client, prompt="a red circle moving right", seed=7, randomize=False
 def test_api_lists_every_endpoint(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     assert {"/generate", "/generate_stream", "/compare", "/super_resolve",
-            "/interpolate", "/source_caption"} <= names
+            "/interpolate", "/source_caption", "/guidance_sweep", "/guidance_field"} <= names
 
 
 def test_generate_returns_a_playable_video_strip_and_seed(client):
@@ -296,6 +297,7 @@ def test_compare_uploaded_video(client, tmp_path):
                       frames=16, task_args=(4,))
     status = _check_task_outputs(outputs, 16, with_truth=False)
     assert "uploaded video (12 frames)" in status and "no ground truth" in status
+    assert sources.OFF_WORLD_NOTE not in status  # a world clip looks like the world
 
 
 def _upload(client, path: Path):
@@ -338,6 +340,115 @@ def test_interpolate_needs_two_given_frames(client, tmp_path):
 def test_source_caption_fills_the_prompt(client):
     caption = client.predict("World clip", 4, api_name="/source_caption")
     assert caption == sources.world_caption(4)
+
+
+# --- the guidance views ----------------------------------------------------------------------
+
+def test_looks_like_world_tells_world_clips_from_other_footage():
+    assert sources.looks_like_world(world_clip(5, 6).frames)
+    rng = np.random.default_rng(0)
+    assert not sources.looks_like_world(rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
+    assert not sources.looks_like_world(np.zeros((6, 32, 32, 3), np.uint8))  # dark, no shape
+    assert not sources.looks_like_world(np.zeros((0, 32, 32, 3), np.uint8))
+
+
+def test_sweep_progress_names_the_weight_and_the_step():
+    step = PipelineStep(6, 24, 2, 4, torch.zeros(1))
+    assert guidance_handlers.sweep_progress((0, 1, 2, 4))(step) == "w = 2 (3/4) · step 7/24"
+
+
+def _image_shape(path) -> tuple[int, int]:
+    """(height, width) of an image file returned by the app."""
+    with Image.open(path) as image:
+        return image.height, image.width
+
+
+def sweep(client, prompt="a red circle moving right", seed=5, steps=2, randomize=False):
+    """/guidance_sweep with fast settings."""
+    return client.predict(prompt, FAST["sampler"], steps, seed, randomize,
+                          api_name="/guidance_sweep")
+
+
+def test_guidance_sweep_returns_four_rows_with_verdicts(client):
+    image, status, seed = sweep(client)
+    assert seed == 5 and "Seed **5**" in status and "**2** steps" in status
+    assert _image_shape(image) == (4 * images.section_height(1, 32), images.image_width(8, 32))
+    for w in ("0", "1", "2", "4"):
+        assert f"| {w} | matches the caption |" in status or \
+            f"| {w} | does not match the caption |" in status
+    assert "same initial noise" in status
+
+
+def test_guidance_sweep_refuses_an_empty_prompt(client):
+    with pytest.raises(AppError, match="guidance sweep needs a prompt"):
+        sweep(client, prompt="   ")
+
+
+def field(client, mode=handlers.EXTEND, source=WORLD_ARGS, k=4, factor="2x (16x16 -> 32x32)",
+          prompt="", w_r=5.0, steps=4):
+    """/guidance_field with fast settings (4 DDIM steps: one snapshot per step)."""
+    return client.predict(mode, *source, k, factor, prompt, FAST["guidance_weight"], w_r, steps,
+                          FAST["sampler"], 0, api_name="/guidance_field")
+
+
+FIELD_SHAPE = (images.section_height(1, 32) + 4 * images.section_height(2, 32),
+               images.image_width(16, 32))
+
+
+def test_guidance_field_extension(client):
+    image, caption = field(client, k=4)
+    assert _image_shape(image) == FIELD_SHAPE  # given row, then x_hat + field rows per level
+    assert "eq. 7" in caption and "Frames 0-3 are known" in caption
+    assert caption.count("/4 |") == 4 and "Colour scale" in caption and "w_r = **5**" in caption
+
+
+def test_guidance_field_super_resolution(client):
+    image, caption = field(client, mode=handlers.SUPER_RESOLVE, factor="4x (8x8 -> 32x32)",
+                           w_r=16.0)
+    assert _image_shape(image) == FIELD_SHAPE
+    assert "eq. 8" in caption and caption.count("/4 |") == 4 and "w_r = **16**" in caption
+
+
+def test_guidance_field_bad_inputs(client, app_url):
+    with pytest.raises(AppError, match="shown for extension and super-resolution"):
+        field(client, mode=handlers.INTERPOLATE)
+    with pytest.raises(AppError, match="No video uploaded"):
+        field(client, source=("Uploaded video", 0, None))
+    data = [f'"{handlers.EXTEND}"', '"World clip"', "0", "null", "4", '"2x (16x16 -> 32x32)"',
+            '""', "2.0", "NaN", "1", '"DDIM"', "0"]
+    text = _raw_call(app_url, "guidance_field", "[" + ", ".join(data) + "]")
+    assert "event: error" in text and "Reconstruction weight w_r must be a finite number" in text
+
+
+def test_uploads_far_from_the_world_get_a_plain_note(client, tmp_path):
+    rng = np.random.default_rng(1)
+    footage = rng.integers(0, 256, (12, 48, 48, 3), dtype=np.uint8)  # not the world
+    upload = ("Uploaded video", 0, handle_file(str(write_mp4(footage, tmp_path / "noise.mp4"))))
+    status = _check_task_outputs(compare(client, source=upload, frames=16, task_args=(4,)), 16,
+                                 with_truth=False)
+    assert sources.OFF_WORLD_NOTE in status
+    _, caption = field(client, mode=handlers.SUPER_RESOLVE, source=upload, steps=1)
+    assert sources.OFF_WORLD_NOTE in caption
+
+
+def _sampling_threads() -> list[threading.Thread]:
+    """The app's sampling worker threads still running (the app runs in this process)."""
+    return [t for t in threading.enumerate() if t.name == "vdm-job" and t.is_alive()]
+
+
+def test_stop_cancels_the_guidance_sweep(client):
+    job = client.submit("a red square moving up", "DDIM", 256, 0, False,
+                        api_name="/guidance_sweep")
+    deadline, progress = time.time() + 60, []
+    while not progress and time.time() < deadline:  # Stop acts once the handler has yielded
+        time.sleep(0.1)
+        progress = job.status().progress_data or []
+    assert progress and progress[0].desc.startswith("w = 0 (1/4) · step "), progress
+    job.cancel()
+    deadline = time.time() + 30
+    while _sampling_threads() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _sampling_threads(), "the cancelled sweep is still sampling"
 
 
 def _rss_bytes() -> int:
