@@ -3,10 +3,9 @@
 import numpy as np
 from tqdm import tqdm
 
-from report.common import Settings, Table, eval_clips, run_job, seed_range, summarise
+from report.common import Settings, Table, eval_clips, run_job, seed_range, summarise, task_config
 from report.pictures import save_strips
 from vdm_core.compare import score_video
-from vdm_core.defaults import default_config
 from vdm_core.detect import caption_match
 from vdm_core.pipeline import VideoDiffusionPipeline
 
@@ -26,7 +25,7 @@ def section(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm) -> str:
                           ("shape", "shape kept", 2), ("spread", "pixel spread", 3)])
     strips = []
     for w in s.cfg_weights:
-        config = default_config("generate", steps=s.steps, w=w).seeded(s.seed + SEED_OFFSET)
+        config = task_config("generate", s, w=w).seeded(s.seed + SEED_OFFSET)
         out = run_job(f"w={w:g}", outer, pipe, captions, window, config=config)
         per = []
         for v, cap in zip(out.videos, captions, strict=True):

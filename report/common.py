@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from report.stats import EMPTY, Cell, t_interval, wilson
 from vdm_core.data import EVAL_SEEDS, Clip, world_clip
-from vdm_core.defaults import DEFAULT_W_R
+from vdm_core.defaults import DEFAULT_W_R, default_config
 from vdm_core.outputs import PipelineStep, SamplingConfig, VideoOutput
 from vdm_core.video_io import frames_to_tensor
 
@@ -24,9 +24,9 @@ class Settings:
     """What one report run samples."""
 
     samples: int = 8  # 4 could not separate the methods on seam jump (95% intervals)
-    steps: int = 16
+    steps: int | None = None  # None: each task's default (defaults.TASK_DEFAULTS)
     frames: int = 64
-    guidance_weight: float = 2.0
+    guidance_weight: float | None = None  # None: each task's default w
     ext_weights: tuple[float, ...] = (0.0, 2.0)
     w_r_grid: tuple[float, ...] = (5.0, DEFAULT_W_R, 50.0)
     cfg_weights: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)
@@ -37,6 +37,13 @@ class Settings:
 
 
 QUICK = dict(samples=2, steps=8, w_r_grid=(DEFAULT_W_R,), tuning_rows=False)
+
+
+def task_config(task: str, s: Settings, **overrides) -> SamplingConfig:
+    """The task's default SamplingConfig with the run's steps and w where it sets them."""
+    chosen = {"steps": s.steps, "w": s.guidance_weight}
+    chosen = {k: v for k, v in chosen.items() if v is not None}
+    return default_config(task, **{**chosen, **overrides})
 
 
 def seed_range(section: str, n: int) -> tuple[int, int]:

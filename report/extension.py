@@ -3,12 +3,21 @@
 import numpy as np
 from tqdm import tqdm
 
-from report.common import Settings, Table, batch, eval_clips, run_job, seed_range, summarise
+from report.common import (
+    Settings,
+    Table,
+    batch,
+    eval_clips,
+    run_job,
+    seed_range,
+    summarise,
+    task_config,
+)
 from report.pictures import mean_curve, save_curves, save_strips
 from report.stats import Cell, paired_difference
 from vdm_core.compare import score_video
 from vdm_core.conditional import extend, plan_blocks
-from vdm_core.defaults import DEFAULT_K, DEFAULT_W_R, default_config
+from vdm_core.defaults import DEFAULT_K, DEFAULT_W_R
 from vdm_core.metrics import frame_change
 from vdm_core.outputs import SamplingConfig
 from vdm_core.pipeline import VideoDiffusionPipeline
@@ -24,19 +33,21 @@ METRICS = [("seam_jump", "seam jump (1 = seamless)", 2),
 def runs(s: Settings) -> list[tuple[str, SamplingConfig]]:
     """The rows of the table as (strategy, config): w x {replacement, reconstruction per w_r},
     then (full runs) the other k and the predictor-corrector sampler."""
+    base = task_config("extend", s)
+
     def row(strategy: str, w: float, w_r: float = DEFAULT_W_R, k: int = DEFAULT_K,
-            sampler: str = "ancestral", steps: int = s.steps) -> tuple[str, SamplingConfig]:
-        return strategy, default_config("extend", w=w, w_r=w_r, k=k, sampler=sampler,
-                                        steps=steps)
+            sampler: str = "ancestral", steps: int = base.steps) -> tuple[str, SamplingConfig]:
+        return strategy, task_config("extend", s, w=w, w_r=w_r, k=k, sampler=sampler,
+                                     steps=steps)
 
     rows = []
     for w in s.ext_weights:
-        grid = s.w_r_grid if w == s.guidance_weight else (DEFAULT_W_R,)
+        grid = s.w_r_grid if w == base.w else (DEFAULT_W_R,)
         rows += [row("replacement", w), *(row("reconstruction", w, w_r) for w_r in grid)]
     if s.tuning_rows:
-        w, other_k = s.guidance_weight, 4 if DEFAULT_K != 4 else 8
+        w, other_k = base.w, 4 if DEFAULT_K != 4 else 8
         rows += [row("reconstruction", w, k=other_k), row("replacement", w, k=other_k),
-                 row("reconstruction", w, sampler="pc", steps=max(1, s.steps // 2))]
+                 row("reconstruction", w, sampler="pc", steps=max(1, base.steps // 2))]
     return rows
 
 
@@ -100,7 +111,7 @@ def section(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm) -> str:
                                      f"{out.info['seconds'] / s.samples:.0f}"], per))
         if _is_default(strategy, config):
             paired[(config.w, strategy)] = per
-            if config.w == s.guidance_weight:
+            if config.w == task_config("extend", s).w:
                 curves["change"][name] = mean_curve([sc.frame_change for sc in scored])
                 curves["error"][name] = mean_curve([sc.error for sc in scored])
                 strips.append((f"{name}\nw={config.w:g}", out.videos[0]))

@@ -3,12 +3,20 @@
 import numpy as np
 from tqdm import tqdm
 
-from report.common import Settings, Table, batch, eval_clips, run_job, seed_range, summarise
+from report.common import (
+    Settings,
+    Table,
+    batch,
+    eval_clips,
+    run_job,
+    seed_range,
+    summarise,
+    task_config,
+)
 from report.pictures import save_strips
 from vdm_core.compare import score_video
 from vdm_core.conditional import interpolate
 from vdm_core.data import Clip
-from vdm_core.defaults import DEFAULT_K, DEFAULT_W_R, default_config
 from vdm_core.pipeline import VideoDiffusionPipeline
 
 EVERY, FRAMES = 4, 25
@@ -47,7 +55,7 @@ def section(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm) -> str:
                                 _scores(blend, clips)))
     strips = [("truth", clips[0].frames), ("linear blend", blend[0])]
     sparse = batch(clips, slice(0, FRAMES, EVERY))
-    config = default_config("interpolate", steps=s.steps, w=s.guidance_weight)
+    config = task_config("interpolate", s)
     for strategy in STRATEGIES:
         out = run_job(f"interp {strategy}", outer, interpolate, pipe, sparse, EVERY,
                       prompt=[c.caption for c in clips], strategy=strategy,
@@ -59,7 +67,8 @@ def section(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm) -> str:
     first, stop = seed_range("interpolation", s.samples)
     table.notes = [
         f"{s.samples} held-out world clips (EVAL_SEEDS[{first}:{stop}]), prompt = "
-        f"caption, w = {s.guidance_weight:g}, w_r = {DEFAULT_W_R:g}, k = {DEFAULT_K}; PSNR and "
+        f"caption, {config.steps} {config.sampler} steps, w = {config.w:g}, w_r = "
+        f"{config.w_r:g}, k = {config.k}; PSNR and "
         "trajectory error over the generated frames only (the given ones are kept exactly), "
         "shape kept over every frame from the first generated one on.",
         "",

@@ -2,11 +2,19 @@
 
 from tqdm import tqdm
 
-from report.common import Settings, Table, batch, eval_clips, run_job, seed_range, summarise
+from report.common import (
+    Settings,
+    Table,
+    batch,
+    eval_clips,
+    run_job,
+    seed_range,
+    summarise,
+    task_config,
+)
 from report.pictures import save_strips
 from vdm_core.compare import score_video
 from vdm_core.conditional import predict
-from vdm_core.defaults import DEFAULT_W_R, default_config
 from vdm_core.pipeline import VideoDiffusionPipeline
 
 GIVEN = (1, 4)
@@ -31,7 +39,7 @@ def section(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm) -> str:
                    ("psnr_vs_truth", "PSNR vs truth dB", 1)])
     strips = [("truth", clips[0].frames)]
     for c in GIVEN:
-        config = default_config("predict", steps=s.steps, w=s.guidance_weight)
+        config = task_config("predict", s)
         for strategy in STRATEGIES:
             out = run_job(f"predict {c} {strategy}", outer, predict, pipe, x, c, window,
                           prompt=[cl.caption for cl in clips], strategy=strategy,
@@ -45,7 +53,8 @@ def section(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm) -> str:
     first, stop = seed_range("prediction", s.samples)
     table.notes = [
         f"{s.samples} held-out world clips (EVAL_SEEDS[{first}:{stop}]), prompt = "
-        f"caption, w = {s.guidance_weight:g}, w_r = {DEFAULT_W_R:g}; metrics over the generated "
+        f"caption, {config.steps} {config.sampler} steps, w = {config.w:g}, w_r = "
+        f"{config.w_r:g}; metrics over the generated "
         "frames. The paper's BAIR setting is 1 frame given, reconstruction guidance (w_r = 50).",
         "",
         "![prediction strips](results/prediction.png)",

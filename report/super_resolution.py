@@ -5,12 +5,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from report.common import Settings, Table, eval_clips, run_job, seed_range, summarise
+from report.common import (
+    Settings,
+    Table,
+    eval_clips,
+    run_job,
+    seed_range,
+    summarise,
+    task_config,
+)
 from report.pictures import save_strips
 from vdm_core.compare import score_video
 from vdm_core.conditional import super_resolve
 from vdm_core.data import Clip
-from vdm_core.defaults import default_config
 from vdm_core.metrics import downsample
 from vdm_core.pipeline import VideoDiffusionPipeline
 from vdm_core.video_io import frames_to_tensor
@@ -55,7 +62,7 @@ def section(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm) -> str:
         table.rows.append(summarise([f"{mode} upsampling (no model)", "-"],
                                     _scores(upsampled, clips, lows)))
     low_batch = torch.stack([frames_to_tensor(lo) for lo in lows])  # (B, 3, T, h, w)
-    config = default_config("super_resolve", steps=s.steps, w=s.guidance_weight)
+    config = task_config("super_resolve", s)
     for strategy, label in LABELS.items():
         out = run_job(f"sr {strategy}", outer, super_resolve, pipe, low_batch, strategy=strategy,
                       mode=MODE, prompt=[c.caption for c in clips],
@@ -68,8 +75,8 @@ def section(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm) -> str:
     first, stop = seed_range("super", s.samples)
     table.notes = [
         f"{s.samples} held-out world clips (EVAL_SEEDS[{first}:{stop}]) reduced by "
-        "2x2 block means (D = area), prompt = caption, w = "
-        f"{s.guidance_weight:g}. The MSE column is on the [0, 1] scale (uint8 rounding alone "
+        f"2x2 block means (D = area), prompt = caption, {config.steps} {config.sampler} steps, "
+        f"w = {config.w:g}. The MSE column is on the [0, 1] scale (uint8 rounding alone "
         "gives about 1e-6).",
         "",
         "![super-resolution strips](results/super_resolution.png)",
