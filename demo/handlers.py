@@ -32,6 +32,7 @@ from demo.validation import (
 )
 from demo.worker import BackgroundJob
 from vdm_core.compare import Comparison
+from vdm_core.conditional import KEYFRAME_SKIP
 from vdm_core.defaults import APP_DEFAULTS
 from vdm_core.outputs import PipelineStep, SamplingConfig
 from vdm_core.pipeline import VideoDiffusionPipeline
@@ -43,12 +44,21 @@ PROGRESS = gr.Progress()  # Gradio injects a per-event tracker where a handler d
 EXTEND = "Extend: continue the first k frames"
 SUPER_RESOLVE = "Super-resolution: a low-res clip"
 INTERPOLATE = "Interpolation: every m-th frame"
-MODES = (EXTEND, SUPER_RESOLVE, INTERPOLATE)
+LONG_VIDEO = "Long video: autoregressive vs keyframe cascade"
+MODES = (EXTEND, SUPER_RESOLVE, INTERPOLATE, LONG_VIDEO)
+LONG_VIDEO_FRAMES = 64  # the Frames slider's value in the long-video mode
 FACTORS = {"2x (16x16 -> 32x32)": 2, "4x (8x8 -> 32x32)": 4}
 PREVIEWS_PER_RUN = 8
 FPS = 8
 METHOD_TITLES = {"replacement": "Replacement", "lowpass": "Low-pass replacement",
-                 "reconstruction": "Reconstruction guidance"}
+                 "reconstruction": "Reconstruction guidance",
+                 "autoregressive": "Autoregressive extension", "cascade": "Keyframe cascade"}
+MODE_TITLES = {SUPER_RESOLVE: ("lowpass", "reconstruction"),
+               LONG_VIDEO: ("autoregressive", "cascade")}  # the others: replacement, eq. 7
+FRAMESKIP_NOTE = (f"The served model was not trained with the frameskip input, so it samples "
+                  f"the keyframes as if they were consecutive frames and they move "
+                  f"{KEYFRAME_SKIP}x too slowly: the cascade is shown for the method, not for "
+                  f"its quality.")
 SCORE_LABELS = {
     "seam_jump": "Seam jump (change at block starts / within blocks; 1 = seamless)",
     "psnr_vs_truth": "PSNR vs ground truth, generated frames (dB, higher is better)",
@@ -98,8 +108,10 @@ def notify(notes: Notes) -> None:
 
 
 def step_text(step: PipelineStep) -> str:
-    """Progress text of a sampling step, e.g. "block 2/4 · step 7/32"."""
-    return (f"block {step.block + 1}/{step.num_blocks} · "
+    """Progress text of a sampling step, e.g. "block 2/4 · step 7/32", led by its stage when it
+    has one ("cascade · keyframes · block 5/9 · step 7/32")."""
+    stage = f"{step.stage} · " if step.stage else ""
+    return (f"{stage}block {step.block + 1}/{step.num_blocks} · "
             f"step {step.step + 1}/{step.num_steps}")
 
 
@@ -236,13 +248,19 @@ def _task_outputs(task: tasks.TaskResult, config: SamplingConfig, seed: int, not
     """(given, first strategy, second strategy, truth) videos, the plot and the status."""
     result = task.comparison
     first, second = list(result.videos)
-    figure = plots.comparison_figure(result.frame_changes, result.errors, result.block_starts,
-                                     result.given, result.error_label)
+    keyframes = next((out.info["keyframes"] for out in result.outputs.values()
+                      if "keyframes" in out.info), [])
+    figure = plots.comparison_figure(
+        result.frame_changes, result.errors, result.block_starts, result.given,
+        result.error_label, keyframes,
+        f"{METHOD_TITLES[first].lower()} block start" if keyframes else "block start")
     truth_note = "" if result.truth is not None else " · no ground truth for this source"
+    keyframe_note = (f" · keyframes every {KEYFRAME_SKIP}th frame ({len(keyframes)})"
+                     if keyframes else "")
     status = (f"**{METHOD_TITLES[first]}** (left) vs **{METHOD_TITLES[second]}** (right) on "
-              f"{_escape(source.label)}, same seed · {len(result.videos[first])} frames · "
-              f"{result.seconds:.1f} s{truth_note}\n\n{_settings_text(config, seed)}"
-              + _score_table(result) + _notes_text(notes))
+              f"{_escape(source.label)}, same seed · {len(result.videos[first])} frames"
+              f"{keyframe_note} · {result.seconds:.1f} s{truth_note}\n\n"
+              f"{_settings_text(config, seed)}" + _score_table(result) + _notes_text(notes))
     return (_write_video(task.given_preview, "given"),
             _write_video(result.videos[first], first),
             _write_video(result.videos[second], second),
@@ -251,7 +269,7 @@ def _task_outputs(task: tasks.TaskResult, config: SamplingConfig, seed: int, not
 
 def _prepare(source_kind, world_index, upload, last_clip, num_frames, prompt, guidance_weight,
              w_r, steps, sampler, seed):
-    """Checks shared by the three tasks: (pipe, source, frame count, prompt, config, seed,
+    """Checks shared by the four tasks: (pipe, source, frame count, prompt, config, seed,
     notes); the config carries the checked w_r."""
     pipe = get_pipeline()
     notes = Notes()
@@ -285,6 +303,22 @@ def compare(source: str, world_index: int, upload: str | None, last_clip: dict |
         sampler, seed)
     k = check_conditioning_frames(k, num_frames, notes, pipe.config.num_frames)
     yield from _run_task(lambda c: tasks.extend_task(pipe, src, num_frames, prompt, c, seed),
+                         replace(config, k=k), seed, notes, src, progress)
+
+
+@user_errors
+def long_video(source: str, world_index: int, upload: str | None, last_clip: dict | None,
+               num_frames: int, k: int, prompt: str, guidance_weight: float, w_r: float,
+               steps: int, sampler: str, seed: int, progress=PROGRESS):
+    """Extend the first k frames of a clip block by block and by the keyframe cascade (Fig. 2),
+    both with reconstruction guidance."""
+    pipe, src, num_frames, prompt, config, seed, notes = _prepare(
+        source, world_index, upload, last_clip, num_frames, prompt, guidance_weight, w_r, steps,
+        sampler, seed)
+    k = check_conditioning_frames(k, num_frames, notes, pipe.config.num_frames)
+    if not pipe.config.frameskip_conditioning:
+        notes.infos.append(FRAMESKIP_NOTE)
+    yield from _run_task(lambda c: tasks.long_video_task(pipe, src, num_frames, prompt, c, seed),
                          replace(config, k=k), seed, notes, src, progress)
 
 
@@ -351,9 +385,19 @@ def source_controls(source: str):
 
 
 def mode_controls(mode: str, factor: str):
-    """Visibility of the task-specific controls and buttons, and the w_r that suits the mode."""
-    extend, sr, interp = (mode == m for m in MODES)
+    """Visibility of the task-specific controls and buttons (k, factor, m, then the run buttons:
+    extend, super-resolve, interpolate, long video, guidance field), the w_r that suits the mode
+    and the titles of the two result videos."""
+    extend, sr, interp, long = (mode == m for m in MODES)
     w_r = FACTORS.get(factor, 2) ** 2 if sr else APP_DEFAULTS.w_r
-    return (gr.update(visible=extend or interp), gr.update(visible=sr),
+    left, right = (METHOD_TITLES[name]
+                   for name in MODE_TITLES.get(mode, ("replacement", "reconstruction")))
+    return (gr.update(visible=extend or interp or long), gr.update(visible=sr),
             gr.update(visible=interp), gr.update(value=w_r), gr.update(visible=extend),
-            gr.update(visible=sr), gr.update(visible=interp), gr.update(visible=extend or sr))
+            gr.update(visible=sr), gr.update(visible=interp), gr.update(visible=long),
+            gr.update(visible=extend or sr), gr.update(label=left), gr.update(label=right))
+
+
+def mode_frames(mode: str, default: int):
+    """The Frames slider's value for a mode: LONG_VIDEO_FRAMES for a long video, else default."""
+    return gr.update(value=LONG_VIDEO_FRAMES if mode == LONG_VIDEO else default)

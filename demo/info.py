@@ -31,7 +31,7 @@ end.
 * **Samplers**: ancestral (stochastic), DDIM (deterministic for a given seed) and
   predictor-corrector (an ancestral step plus a Langevin correction; about twice the cost).
 
-### Conditional sampling: longer videos, super-resolution, interpolation
+### Conditional sampling: longer videos, super-resolution, interpolation, keyframes
 The model only ever sees 16 frames. Longer videos are made **block by block**: each new block
 is sampled *given* the last k frames already made (x^a), generating the new frames (x^b).
 * **Replacement**: after every step, overwrite the known part of the latent with a noisy copy of
@@ -42,6 +42,11 @@ is sampled *given* the last k frames already made (x^a), generating the new fram
   finds it much more coherent; compare the two videos and the frame-change plot.
 * The same idea works for a **low-resolution** observation (eq. 8, super-resolution) and for
   **sparse frames** (interpolation).
+* **Keyframe cascade** (Fig. 2, the *Long video* mode): first sample keyframes, every 4th
+  frame, with a model that takes the frameskip 4 as input; these decide the layout of the whole
+  video at once. Then interpolation fills the frames between at frameskip 1, adding only local
+  detail, so errors do not pile up block after block as in autoregressive extension, where each
+  block can only follow the last k frames.
 
 ### Reading the comparison plot
 *Change from the previous frame*: smooth motion gives a flat curve; a spike at a dashed block

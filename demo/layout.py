@@ -135,7 +135,9 @@ def extend_tab(last_clip: gr.State) -> list:
             prompt = gr.Textbox(label="Prompt", value=sources.world_caption(0), lines=2,
                                 info="Filled with the source's caption; empty = unconditional")
             num_frames = gr.Slider(window, MAX_FRAMES, value=2 * window, step=8,
-                                   label="Frames")
+                                   label="Frames",
+                                   info=f"Long video: {handlers.LONG_VIDEO_FRAMES} by default, "
+                                        f"up to {MAX_FRAMES}")
             k = gr.Slider(1, window - 1, value=APP_DEFAULTS.k, step=1,
                           label="Conditioning frames k",
                           info="Frames given at the start, and the context of each new block")
@@ -154,6 +156,8 @@ def extend_tab(last_clip: gr.State) -> list:
                 run_sr = gr.Button("Super-resolve & compare", variant="primary", visible=False)
                 run_interp = gr.Button("Interpolate & compare", variant="primary",
                                        visible=False)
+                run_long = gr.Button("Long video & compare", variant="primary", visible=False,
+                                     elem_id="long-run")
                 stop = gr.Button("Stop", variant="stop")
             run_field = gr.Button("Show the guidance field", elem_id="field-run")
         with gr.Column(scale=3):
@@ -182,14 +186,19 @@ def extend_tab(last_clip: gr.State) -> list:
                      api_name="super_resolve"),
         run_interp.click(handlers.interpolate, [*shared, every, k, *tail], outputs,
                          api_name="interpolate"),
+        run_long.click(handlers.long_video, [*shared, k, *tail], outputs,
+                       api_name="long_video"),
         run_field.click(guidance_handlers.guidance_field,
                         [mode, source, world, upload, last_clip, k, factor, *tail],
                         [field_image, field_caption], api_name="guidance_field"),
     ]
     stop.click(None, cancels=events, api_name="stop_compare", api_visibility="private")
-    controls = [k, factor, every, w_r, run_extend, run_sr, run_interp, run_field]
+    controls = [k, factor, every, w_r, run_extend, run_sr, run_interp, run_long, run_field,
+                left, right]
     gr.on([mode.change, factor.change], handlers.mode_controls, [mode, factor], controls,
           api_name="mode_controls", api_visibility="private", queue=False)
+    mode.change(lambda m: handlers.mode_frames(m, 2 * window), [mode], [num_frames],
+                api_name="mode_frames", api_visibility="private", queue=False)
     gr.on([source.change, world.change], handlers.source_caption, [source, world, last_clip],
           [prompt], api_name="source_caption", queue=False)
     source.change(handlers.source_controls, [source], [world, upload],

@@ -10,7 +10,9 @@ from vdm_core.attention import temporal_attention_mask
 from vdm_core.schedule import alpha_sigma, logsnr_schedule_cosine
 
 METHOD_COLOURS = {"replacement": "tab:orange", "reconstruction": "tab:blue",
-                  "lowpass": "tab:orange", "truth": "0.4"}
+                  "lowpass": "tab:orange", "autoregressive": "tab:orange", "cascade": "tab:blue",
+                  "truth": "0.4"}
+KEYFRAME_COLOUR = "tab:green"
 
 
 def schedule_figure(num_points: int = 201) -> Figure:
@@ -51,12 +53,21 @@ def attention_mask_figure(num_video_frames: int = 16, num_image_frames: int = 4)
     return fig
 
 
-def _mark_blocks(ax, block_starts: Sequence[int]) -> None:
+def _mark_blocks(ax, block_starts: Sequence[int], label: str = "block start") -> None:
     """Dashed vertical lines where an extension block starts (none at frame 0)."""
     starts = sorted({int(s) for s in block_starts if s > 0})
     for index, start in enumerate(starts):
         ax.axvline(start - 0.5, color="0.45", ls="--", lw=0.9,
-                   label="block start" if index == 0 else None)
+                   label=label if index == 0 else None)
+
+
+def _mark_keyframes(ax, keyframes: Sequence[int]) -> None:
+    """Small triangles along the bottom of the axes at the keyframes."""
+    if len(keyframes):
+        frames = np.asarray(keyframes, dtype=float)
+        ax.scatter(frames, np.zeros_like(frames), marker="^", s=22, color=KEYFRAME_COLOUR,
+                   transform=ax.get_xaxis_transform(), clip_on=False, zorder=3,
+                   label="keyframes")
 
 
 def _plot_series(ax, series: dict[str, np.ndarray], offset: int = 0) -> None:
@@ -89,13 +100,16 @@ def _shade_given(ax, given: Sequence[int]) -> None:
 def comparison_figure(frame_change: dict[str, np.ndarray],
                       error: dict[str, np.ndarray] | None,
                       block_starts: Sequence[int], given: Sequence[int],
-                      error_label: str = "trajectory error (px)") -> Figure:
+                      error_label: str = "trajectory error (px)",
+                      keyframes: Sequence[int] = (),
+                      block_label: str = "block start") -> Figure:
     """Per-frame curves of two methods, with given frames shaded and block starts marked.
 
     frame_change: method -> (T - 1,) mean absolute change between frames t - 1 and t (plotted at
     t), where a spike at a block boundary is a visible seam. error: method -> (T,) per-frame error
     against the ground truth, or None when there is none. given: indices of the frames the model
-    was given rather than generated.
+    was given rather than generated. keyframes: frames marked along the x axis (the keyframe
+    cascade's); block_label: the legend entry of the block-start lines.
     """
     rows = 2 if error else 1
     fig = Figure(figsize=(9, 2.6 * rows + 0.4), layout="constrained")
@@ -107,7 +121,8 @@ def comparison_figure(frame_change: dict[str, np.ndarray],
         axes[1].set(ylabel=error_label, title="Error against the ground truth")
     for ax in axes:
         _shade_given(ax, given)
-        _mark_blocks(ax, block_starts)
+        _mark_blocks(ax, block_starts, block_label)
+        _mark_keyframes(ax, keyframes)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize=8)
     axes[-1].set_xlabel("frame")

@@ -1,28 +1,36 @@
-"""The app's tasks. The Extend & compare tab's three, each two conditioning strategies from one
-seed: extension (replacement vs reconstruction guidance, eq. 7), super-resolution (low-pass
-replacement vs eq. 8) and interpolation (replacement vs eq. 7); the guidance field of one
+"""The app's tasks. The Extend & compare tab's four, each two methods from one seed:
+extension (replacement vs reconstruction guidance, eq. 7), super-resolution (low-pass
+replacement vs eq. 8), interpolation (replacement vs eq. 7) and a long video
+(block-autoregressive extension vs the keyframe cascade, Fig. 2); the guidance field of one
 window (`guidance_field_task`); and the Generate tab's guidance sweep (`guidance_sweep_task`).
 
-Each comparison turns a source clip into the inputs of `vdm_core.compare.compare_strategies`,
-which samples and scores; the result comes back with what the model was given, as frames to
-play. No Gradio here.
+Each comparison turns a source clip into the inputs of `vdm_core.compare.compare_strategies`
+(or `compare_long_video`), which samples and scores; the result comes back with what the model
+was given, as frames to play. No Gradio here.
 """
 
 import time
 from dataclasses import dataclass, replace
+from itertools import accumulate
 
 import numpy as np
 
 from demo.sources import SourceClip
 from demo.validation import InputError
-from vdm_core.compare import Comparison, compare_strategies
-from vdm_core.conditional import as_video, shift_progress
+from vdm_core.compare import Comparison, compare_long_video, compare_strategies
+from vdm_core.conditional import (
+    KEYFRAME_SKIP,
+    as_video,
+    keyframe_plan,
+    plan_blocks,
+    shift_progress,
+)
 from vdm_core.data import Clip
 from vdm_core.detect import caption_match, caption_objects
 from vdm_core.guidance import Observation
 from vdm_core.guidance_field import GuidanceField, guidance_field
 from vdm_core.metrics import downsample
-from vdm_core.outputs import SamplingConfig
+from vdm_core.outputs import PipelineStep, ProgressCallback, SamplingConfig
 
 SWEEP_WEIGHTS = (0.0, 1.0, 2.0, 4.0)
 FIELD_TASKS = ("extend", "super_resolve")
@@ -43,14 +51,18 @@ def _truth(source: SourceClip, num_frames: int) -> Clip | np.ndarray | None:
     return source.frames[:num_frames] if source.num_frames >= num_frames else None
 
 
-def extend_task(pipe, source: SourceClip, num_frames: int, prompt: str, config: SamplingConfig,
-                seed: int) -> TaskResult:
-    """Extend the first config.k frames of the source to num_frames frames."""
-    k = config.k
+def _first_k(source: SourceClip, k: int) -> np.ndarray:
+    """The first k frames of the source, or an InputError when it is shorter."""
     if source.num_frames < k:
         raise InputError(f"{source.label} has {source.num_frames} frames, fewer than the "
                          f"k = {k} conditioning frames")
-    given = source.frames[:k]
+    return source.frames[:k]
+
+
+def extend_task(pipe, source: SourceClip, num_frames: int, prompt: str, config: SamplingConfig,
+                seed: int) -> TaskResult:
+    """Extend the first config.k frames of the source to num_frames frames."""
+    given = _first_k(source, config.k)
     comparison = compare_strategies(pipe, "extend", {"video": given, "num_frames": num_frames},
                                     truth=_truth(source, num_frames), prompt=prompt,
                                     config=config, seed=seed)
@@ -93,6 +105,74 @@ def interpolate_task(pipe, source: SourceClip, num_frames: int, every: int, prom
     return TaskResult(comparison, held)
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One sampling stage of the long-video comparison: its method, the cascade's stage name
+    ("" for autoregressive extension) and how many windows it samples."""
+
+    method: str
+    stage: str
+    blocks: int
+
+    @property
+    def label(self) -> str:
+        """The progress label: autoregressive, cascade · keyframes, cascade · interpolation."""
+        return f"{self.method} · {self.stage}" if self.stage else self.method
+
+
+def long_video_stages(num_frames: int, given: int, window: int, k: int) -> list[Stage]:
+    """The stages of `compare_long_video` extending `given` frames to num_frames, in the order
+    sampled, with the windows of each (the same plans as `conditional.extend` and `cascade`)."""
+    _, known_keys = keyframe_plan(num_frames, given)
+    filled = [i < given or i % KEYFRAME_SKIP == 0 for i in range(num_frames)]
+    extended = [i < given for i in range(num_frames)]
+    return [Stage("autoregressive", "", len(plan_blocks(extended, window, k))),
+            Stage("cascade", "keyframes", len(plan_blocks(known_keys, window, k))),
+            Stage("cascade", "interpolation", len(plan_blocks(filled, window, k)))]
+
+
+def long_video_progress(callback: ProgressCallback | None,
+                        stages: list[Stage]) -> ProgressCallback | None:
+    """callback fed with the steps of `compare_long_video` on one block counter over all
+    stages (so the bar only moves forward), each step's stage set to its Stage.label.
+
+    compare_long_video runs autoregressive extension, then the cascade (whose steps carry
+    their stage), on a block counter shifted per run (`shift_progress`); this undoes the
+    shift and adds the windows of the stages before."""
+    if callback is None:
+        return None
+    total = max(1, sum(s.blocks for s in stages))
+    offsets = dict(zip([s.stage for s in stages],
+                       accumulate((s.blocks for s in stages), initial=0), strict=False))
+    labels = {s.stage: s.label for s in stages}
+
+    def relabel(step: PipelineStep) -> None:
+        run = 1 if step.stage else 0  # only the cascade names its stages
+        per_run = max(1, step.num_blocks // 2)
+        block = step.block - run * per_run
+        if step.stage in offsets:
+            block, blocks = min(max(offsets[step.stage] + block, 0), total - 1), total
+        else:  # a stage not in the plan: its own counter
+            blocks = per_run
+        label = labels.get(step.stage, f"cascade · {step.stage}")
+        callback(replace(step, block=block, num_blocks=blocks, stage=label))
+
+    return relabel
+
+
+def long_video_task(pipe, source: SourceClip, num_frames: int, prompt: str,
+                    config: SamplingConfig, seed: int) -> TaskResult:
+    """Extend the first config.k frames of the source to num_frames frames twice from one seed:
+    block by block, and by the keyframe cascade; both with reconstruction guidance (eq. 7)."""
+    given = _first_k(source, config.k)
+    window = config.window or pipe.config.num_frames
+    stages = long_video_stages(num_frames, len(given), window, config.k)
+    run = replace(config, callback=long_video_progress(config.callback, stages))
+    comparison = compare_long_video(pipe, given, num_frames, truth=_truth(source, num_frames),
+                                    prompt=prompt, config=run, seed=seed)
+    return TaskResult(comparison, given)
+
+
 @dataclass
 class FieldResult:
     """The guidance field of one window, what the model was given (uint8 (n, h, w, 3)) and the
@@ -114,10 +194,7 @@ def guidance_field_task(pipe, source: SourceClip, task: str, prompt: str, config
     channels = pipe.config.channels
     if task == "extend":
         k = config.k
-        if source.num_frames < k:
-            raise InputError(f"{source.label} has {source.num_frames} frames, fewer than the "
-                             f"k = {k} conditioning frames")
-        given = source.frames[:k]
+        given = _first_k(source, k)
         obs = Observation.known_frames(list(range(k)), as_video(given, channels))
         return FieldResult(guidance_field(pipe, obs, prompt, config, num_frames=window), given,
                            list(range(k)))

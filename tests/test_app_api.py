@@ -21,9 +21,10 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from demo import guidance_handlers, handlers, images, info, sources, validation
+from demo import guidance_handlers, handlers, images, info, plots, sources, tasks, validation
 from demo.runtime import get_pipeline
 from demo.worker import BackgroundJob, Cancelled
+from vdm_core.conditional import shift_progress
 from vdm_core.data import world_clip
 from vdm_core.outputs import PipelineStep
 from vdm_core.pipeline import DEFAULT_MODEL
@@ -177,7 +178,8 @@ def generate(client, prompt="a red circle moving right", seed=7, randomize=False
 def test_api_lists_every_endpoint(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     assert {"/generate", "/generate_stream", "/compare", "/super_resolve",
-            "/interpolate", "/source_caption", "/guidance_sweep", "/guidance_field"} <= names
+            "/interpolate", "/long_video", "/source_caption", "/guidance_sweep",
+            "/guidance_field"} <= names
 
 
 def test_generate_returns_a_playable_video_strip_and_seed(client):
@@ -335,6 +337,73 @@ def test_interpolate_needs_two_given_frames(client, tmp_path):
     upload = ("Uploaded video", 0, handle_file(str(path)))
     with pytest.raises(AppError, match="needs two given frames"):
         compare(client, "/interpolate", source=upload, task_args=(4, 8))
+
+
+# --- the long-video mode ---------------------------------------------------------------------
+
+def test_long_video_progress_names_the_method_and_stage_on_one_block_counter():
+    step = PipelineStep(3, 4, 0, 1, torch.zeros(1), stage="keyframes")
+    assert handlers.step_text(step) == "keyframes · block 1/1 · step 4/4"
+    stages = tasks.long_video_stages(32, 4, 16, 4)
+    assert [(s.label, s.blocks) for s in stages] == [
+        ("autoregressive", 3), ("cascade · keyframes", 1), ("cascade · interpolation", 3)]
+    seen: list[PipelineStep] = []
+    report = tasks.long_video_progress(seen.append, stages)
+    # compare_long_video's two runs share one shifted block counter: autoregressive, cascade
+    shift_progress(report, 0, 2)(PipelineStep(0, 24, 2, 3, torch.zeros(1)))
+    shift_progress(report, 1, 2)(PipelineStep(6, 24, 0, 1, torch.zeros(1), stage="keyframes"))
+    shift_progress(report, 1, 2)(PipelineStep(23, 24, 2, 3, torch.zeros(1),
+                                              stage="interpolation"))
+    assert [handlers.step_text(s) for s in seen] == [
+        "autoregressive · block 3/7 · step 1/24",
+        "cascade · keyframes · block 4/7 · step 7/24",
+        "cascade · interpolation · block 7/7 · step 24/24"]
+    assert seen[-1].fraction == 1.0
+
+
+def test_comparison_figure_marks_the_keyframes():
+    changes = {"autoregressive": np.zeros(15), "cascade": np.ones(15)}
+    figure = plots.comparison_figure(changes, None, [4, 16], [0, 1, 2, 3], keyframes=[0, 4, 8],
+                                     block_label="autoregressive extension block start")
+    labels = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert {"keyframes", "autoregressive extension block start", "cascade"} <= set(labels)
+
+
+def long_video(client, source=WORLD_ARGS, frames=24, k=4, w_r=5.0):
+    """/long_video with 1 DDIM step and w = 0 (one pass per step)."""
+    return client.predict(*source, frames, k, "", 0.0, w_r, 1, "DDIM", 0,
+                          api_name="/long_video")
+
+
+def test_long_video_world_clip_compares_both_methods(client):
+    status = _check_task_outputs(long_video(client), 24)
+    assert "**Autoregressive extension** (left) vs **Keyframe cascade** (right)" in status
+    assert "| | Autoregressive extension | Keyframe cascade |" in status
+    assert "Seam jump" in status and "Trajectory error" in status
+    assert f"keyframes every 4th frame ({len(range(0, 24, 4))})" in status
+    if not get_pipeline().config.frameskip_conditioning:
+        assert handlers.FRAMESKIP_NOTE in status and "4x too slowly" in status
+
+
+def test_long_video_bad_inputs(client, app_url, tmp_path):
+    path = write_mp4(world_clip(5, 3).frames, tmp_path / "short.mp4")
+    with pytest.raises(AppError, match="has 3 frames, fewer than the k = 8"):
+        long_video(client, source=("Uploaded video", 0, handle_file(str(path))), k=8)
+    with pytest.raises(AppError, match="no generated clip yet"):
+        long_video(client, source=("Last generated clip", 0, None))
+    data = ['"World clip"', "0", "null", "24", "4", '""', "0.0", "NaN", "1", '"DDIM"', "0"]
+    text = _raw_call(app_url, "long_video", "[" + ", ".join(data) + "]")
+    assert "event: error" in text and "Reconstruction weight w_r must be a finite number" in text
+
+
+def test_mode_controls_show_the_long_video_button_and_titles():
+    updates = handlers.mode_controls(handlers.LONG_VIDEO, "2x (16x16 -> 32x32)")
+    k, _, _, _, extend, _, _, long, field_run, left, right = updates
+    assert k["visible"] and long["visible"] and not extend["visible"]
+    assert not field_run["visible"]
+    assert (left["label"], right["label"]) == ("Autoregressive extension", "Keyframe cascade")
+    assert handlers.mode_frames(handlers.LONG_VIDEO, 32)["value"] == handlers.LONG_VIDEO_FRAMES
+    assert handlers.mode_frames(handlers.EXTEND, 32)["value"] == 32
 
 
 def test_source_caption_fills_the_prompt(client):
