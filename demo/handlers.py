@@ -33,7 +33,7 @@ from demo.validation import (
 from demo.worker import BackgroundJob
 from vdm_core.compare import Comparison
 from vdm_core.conditional import KEYFRAME_SKIP
-from vdm_core.defaults import APP_DEFAULTS
+from vdm_core.defaults import default_config, lowres_w_r
 from vdm_core.outputs import PipelineStep, SamplingConfig
 from vdm_core.pipeline import VideoDiffusionPipeline
 from vdm_core.video_io import frame_strip, tensor_to_frames, write_mp4
@@ -47,6 +47,9 @@ INTERPOLATE = "Interpolation: every m-th frame"
 LONG_VIDEO = "Long video: autoregressive vs keyframe cascade"
 MODES = (EXTEND, SUPER_RESOLVE, INTERPOLATE, LONG_VIDEO)
 LONG_VIDEO_FRAMES = 64  # the Frames slider's value in the long-video mode
+INTERPOLATE_FRAMES = 17  # every 4th of 17 frames given: two windows at the 48 tuned steps
+MODE_TASKS = {EXTEND: "extend", SUPER_RESOLVE: "super_resolve", INTERPOLATE: "interpolate",
+              LONG_VIDEO: "cascade"}  # each mode's preset is its task's row of TASK_DEFAULTS
 FACTORS = {"2x (16x16 -> 32x32)": 2, "4x (8x8 -> 32x32)": 4}
 PREVIEWS_PER_RUN = 8
 FPS = 8
@@ -384,20 +387,32 @@ def source_controls(source: str):
             gr.update(visible=source == sources.UPLOAD))
 
 
+def mode_preset(mode: str, factor: str) -> SamplingConfig:
+    """The tuned settings a mode starts from: its task's row of defaults.TASK_DEFAULTS, with
+    eq. 8's w_r for the chosen super-resolution factor."""
+    config = default_config(MODE_TASKS.get(mode, "extend"))
+    if mode == SUPER_RESOLVE:
+        config = replace(config, w_r=lowres_w_r(FACTORS.get(factor, 2)))
+    return config
+
+
 def mode_controls(mode: str, factor: str):
     """Visibility of the task-specific controls and buttons (k, factor, m, then the run buttons:
-    extend, super-resolve, interpolate, long video, guidance field), the w_r that suits the mode
-    and the titles of the two result videos."""
+    extend, super-resolve, interpolate, long video, guidance field), the mode's preset w_r, w
+    and steps (`mode_preset`) and the titles of the two result videos."""
     extend, sr, interp, long = (mode == m for m in MODES)
-    w_r = FACTORS.get(factor, 2) ** 2 if sr else APP_DEFAULTS.w_r
+    preset = mode_preset(mode, factor)
     left, right = (METHOD_TITLES[name]
                    for name in MODE_TITLES.get(mode, ("replacement", "reconstruction")))
     return (gr.update(visible=extend or interp or long), gr.update(visible=sr),
-            gr.update(visible=interp), gr.update(value=w_r), gr.update(visible=extend),
+            gr.update(visible=interp), gr.update(value=preset.w_r), gr.update(visible=extend),
             gr.update(visible=sr), gr.update(visible=interp), gr.update(visible=long),
-            gr.update(visible=extend or sr), gr.update(label=left), gr.update(label=right))
+            gr.update(visible=extend or sr), gr.update(label=left), gr.update(label=right),
+            gr.update(value=preset.w), gr.update(value=preset.steps))
 
 
 def mode_frames(mode: str, default: int):
-    """The Frames slider's value for a mode: LONG_VIDEO_FRAMES for a long video, else default."""
-    return gr.update(value=LONG_VIDEO_FRAMES if mode == LONG_VIDEO else default)
+    """The Frames slider's value for a mode: LONG_VIDEO_FRAMES for a long video,
+    INTERPOLATE_FRAMES for interpolation, else default."""
+    frames = {LONG_VIDEO: LONG_VIDEO_FRAMES, INTERPOLATE: INTERPOLATE_FRAMES}.get(mode, default)
+    return gr.update(value=frames)

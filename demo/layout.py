@@ -7,7 +7,7 @@ from demo.runtime import model_dir
 from demo.validation import MAX_SEED, MAX_STEPS, SAMPLER_LABELS
 from vdm_core.data import EVAL_SEEDS
 from vdm_core.defaults import APP_DEFAULTS
-from vdm_core.outputs import MAX_FRAMES
+from vdm_core.outputs import MAX_FRAMES, SamplingConfig
 from vdm_core.unet3d import UNetConfig
 
 TITLE = "Video Diffusion Explorer"
@@ -39,14 +39,14 @@ def example_prompts(count: int = NUM_EXAMPLES) -> list[list[str]]:
     return [[sources.world_caption(i)] for i in range(count)]
 
 
-def sampling_controls(prefix: str = "gen") -> tuple:
-    """Guidance weight, sampler and steps controls shared by both tabs (ids start with prefix)."""
-    weight = gr.Slider(0, 8, value=APP_DEFAULTS.w, step=0.25, label="Guidance weight w",
+def sampling_controls(config: SamplingConfig, prefix: str = "gen") -> tuple:
+    """Guidance weight, sampler and steps controls starting at `config` (ids start with
+    prefix)."""
+    weight = gr.Slider(0, 8, value=config.w, step=0.25, label="Guidance weight w",
                        info="Classifier-free guidance: 0 = off; higher follows the prompt more")
-    default = next(label for label, name in SAMPLER_LABELS.items()
-                   if name == APP_DEFAULTS.sampler)
+    default = next(label for label, name in SAMPLER_LABELS.items() if name == config.sampler)
     sampler = gr.Radio(SAMPLERS, value=default, label="Sampler")
-    num_steps = gr.Slider(1, MAX_STEPS, value=APP_DEFAULTS.steps, step=1, label="Sampling steps",
+    num_steps = gr.Slider(1, MAX_STEPS, value=config.steps, step=1, label="Sampling steps",
                           elem_id=f"{prefix}-steps")
     return weight, sampler, num_steps
 
@@ -66,7 +66,7 @@ def generate_tab(last_clip: gr.State) -> list:
                                             "(empty = unconditional)",
                                 info="Enter: quick result · Generate: watch it denoise")
             gr.Examples(example_prompts(), inputs=[prompt], label="Held-out world captions")
-            weight, sampler, steps = sampling_controls()
+            weight, sampler, steps = sampling_controls(APP_DEFAULTS)
             with gr.Row():
                 seed = gr.Number(value=0, step=1, minimum=0, maximum=MAX_SEED,
                                  label="Seed")
@@ -145,10 +145,12 @@ def extend_tab(last_clip: gr.State) -> list:
                               label="Super-resolution factor", visible=False)
             every = gr.Slider(2, window - 1, value=4, step=1, visible=False,
                               label="Keep every m-th frame")
-            weight, sampler, steps = sampling_controls(prefix="cmp")
-            w_r = gr.Slider(0, 32, value=APP_DEFAULTS.w_r, step=0.5,
+            weight, sampler, steps = sampling_controls(handlers.mode_preset(handlers.EXTEND, ""),
+                                                       prefix="cmp")
+            w_r = gr.Slider(0, 64, value=handlers.mode_preset(handlers.EXTEND, "").w_r, step=0.5,
                             label="Reconstruction guidance weight w_r",
-                            info="Eq. 7/8; for super-resolution f² is the exact low-noise value")
+                            info="Eq. 7/8; each mode starts at its tuned value "
+                                 "(super-resolution: 4 f²)")
             seed = gr.Number(value=0, step=1, minimum=0, maximum=MAX_SEED,
                              label="Seed (both methods use it)")
             with gr.Row():
@@ -194,7 +196,7 @@ def extend_tab(last_clip: gr.State) -> list:
     ]
     stop.click(None, cancels=events, api_name="stop_compare", api_visibility="private")
     controls = [k, factor, every, w_r, run_extend, run_sr, run_interp, run_long, run_field,
-                left, right]
+                left, right, weight, steps]
     gr.on([mode.change, factor.change], handlers.mode_controls, [mode, factor], controls,
           api_name="mode_controls", api_visibility="private", queue=False)
     mode.change(lambda m: handlers.mode_frames(m, 2 * window), [mode], [num_frames],

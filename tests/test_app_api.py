@@ -26,6 +26,7 @@ from demo.runtime import get_pipeline
 from demo.worker import BackgroundJob, Cancelled
 from vdm_core.conditional import shift_progress
 from vdm_core.data import world_clip
+from vdm_core.defaults import TASK_DEFAULTS
 from vdm_core.outputs import PipelineStep
 from vdm_core.pipeline import DEFAULT_MODEL
 from vdm_core.unet3d import CONFIG_NAME, WEIGHTS_NAME, UNetConfig
@@ -398,12 +399,23 @@ def test_long_video_bad_inputs(client, app_url, tmp_path):
 
 def test_mode_controls_show_the_long_video_button_and_titles():
     updates = handlers.mode_controls(handlers.LONG_VIDEO, "2x (16x16 -> 32x32)")
-    k, _, _, _, extend, _, _, long, field_run, left, right = updates
+    k, _, _, _, extend, _, _, long, field_run, left, right, _, _ = updates
     assert k["visible"] and long["visible"] and not extend["visible"]
     assert not field_run["visible"]
     assert (left["label"], right["label"]) == ("Autoregressive extension", "Keyframe cascade")
     assert handlers.mode_frames(handlers.LONG_VIDEO, 32)["value"] == handlers.LONG_VIDEO_FRAMES
     assert handlers.mode_frames(handlers.EXTEND, 32)["value"] == 32
+
+
+def test_each_mode_starts_at_its_tuned_preset():
+    """The Extend & compare controls follow defaults.TASK_DEFAULTS per mode."""
+    for mode, task in handlers.MODE_TASKS.items():
+        updates = handlers.mode_controls(mode, "4x (8x8 -> 32x32)")
+        w_r, weight, steps = updates[3]["value"], updates[-2]["value"], updates[-1]["value"]
+        row = TASK_DEFAULTS[task]
+        assert (weight, steps) == (row.w, row.steps)
+        assert w_r == (64.0 if mode == handlers.SUPER_RESOLVE else row.w_r)
+    assert handlers.mode_frames(handlers.INTERPOLATE, 32)["value"] == handlers.INTERPOLATE_FRAMES
 
 
 def test_source_caption_fills_the_prompt(client):

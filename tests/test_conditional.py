@@ -244,7 +244,7 @@ def test_super_resolve_reconstruction_runs_and_blocks_long_clips(pipe, clip):
     low = _area_down(clip.frames[:20], 4)  # (20, 4, 4, 3)
     out = pipe.super_resolve(low, num_inference_steps=2, generator=_gen())
     assert out.frames.shape == (20, SIZE, SIZE, 3)
-    assert out.info["w_r"] == 16.0  # f^2 for f = 4
+    assert out.info["w_r"] == 64.0  # lowres_w_r(4) = 4 f^2
     assert out.info["block_starts"] == [0, 10]
 
 

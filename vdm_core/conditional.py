@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from vdm_core.defaults import default_config
+from vdm_core.defaults import default_config, lowres_w_r
 from vdm_core.guidance import Observation, make_strategy
 from vdm_core.outputs import (
     MAX_FRAMES,
@@ -324,7 +324,8 @@ def super_resolve(pipe: Sampler, lowres: Video, strategy: str = "reconstruction"
 
     x^a = D(x) for the downsampler D of `mode` ("area": f x f block means; "bilinear").
     "reconstruction" is eq. 8: x~ = x_hat - (w_r alpha_t / 2) grad_z ||x^a - D(x_hat(z_t))||^2,
-    with config.w_r = None meaning f^2 (exact in the low-noise limit for area D, `guidance.py`);
+    with config.w_r = None meaning `defaults.lowres_w_r(f)` = 4 f^2 (the oracle's exact low-noise
+    value is f^2, `guidance.py`; the trained model wants more, docs/tuning.md);
     "lowpass" replaces the D-content of z_s and x_hat (exact: D(output) = x^a before clipping).
     Clips longer than the window are split into near-equal windows, each sampled on its own
     (info["block_starts"] marks where each begins).
@@ -344,7 +345,7 @@ def super_resolve(pipe: Sampler, lowres: Video, strategy: str = "reconstruction"
     num_frames = y.shape[2]
     check_sampling_args(num_frames, config.steps, config.w, config.sampler)
     factor = size // h
-    config = replace(config, w_r=float(factor**2) if config.w_r is None else config.w_r)
+    config = replace(config, w_r=lowres_w_r(factor) if config.w_r is None else config.w_r)
     prompts = _prompts(prompt, y.shape[0])
     chunks = np.array_split(np.arange(num_frames), -(-num_frames // window))
     x = torch.zeros(*y.shape[:3], size, size)  # (B, C, T, H, W)

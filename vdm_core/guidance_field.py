@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from vdm_core.defaults import default_config
+from vdm_core.defaults import default_config, lowres_w_r
 from vdm_core.guidance import Observation, ReconstructionGuidance
 from vdm_core.outputs import PipelineStep, SamplingConfig
 from vdm_core.samplers import Denoiser
@@ -149,11 +149,12 @@ def _on_device(obs: Observation, device: torch.device) -> Observation:
 
 
 def _resolve_w_r(pipe, obs: Observation, config: SamplingConfig) -> float:
-    """config.w_r, or the task default: f^2 for a low-res view by f, else the extension's."""
+    """config.w_r, or the task default: `lowres_w_r(f)` for a low-res view by f, else the
+    extension's."""
     if config.w_r is not None:
         return float(config.w_r)
     if obs.is_lowres:
-        return float((pipe.config.image_size // obs.lowres.shape[-1]) ** 2)
+        return lowres_w_r(pipe.config.image_size // obs.lowres.shape[-1])
     return float(default_config("extend").w_r)
 
 
@@ -183,7 +184,7 @@ def guidance_field(pipe, obs: Observation, prompt: str = "",
     pipe: a `VideoDiffusionPipeline` (or any `conditional.Sampler`). obs: known frames at
     indices of the window (eq. 7; the window has num_frames frames, default config.window or
     the model's) or a low-res view of the whole window (eq. 8). config: steps, sampler, w (eq. 6
-    on `prompt`), w_r (None: f^2 for a low-res view by f, else the extension default),
+    on `prompt`), w_r (None: `lowres_w_r(f)` for a low-res view by f, else the extension's),
     generator and callback; None means the task's defaults. The sample is the one
     `pipe.sample(..., ReconstructionGuidance(obs, w_r))` draws from the same generator.
     Snapshots are taken at `snapshot_steps(config.steps, levels)`, at the predictor's call of
