@@ -28,6 +28,27 @@ def randomized_unet():
     return make_randomized_unet
 
 
+@contextmanager
+def tiny_pipeline(**config) -> Iterator:
+    """A pipeline over a tiny U-Net (16x16 frames, window 16) whose zero-initialised layers are
+    redrawn small, so every input frame matters; fp32, one torch thread while in use."""
+    from vdm_core.pipeline import VideoDiffusionPipeline
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: a second thread only adds contention
+    torch.manual_seed(0)
+    model = UNet3D(UNetConfig(base_channels=16, channel_mults=(1, 2), attn_resolutions=(16,),
+                              head_dim=8, image_size=16, **config))
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)
+    try:
+        yield VideoDiffusionPipeline(model, bf16=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as sock:

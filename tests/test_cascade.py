@@ -7,13 +7,12 @@ what each window is given, and that given frames and keyframes are kept exactly.
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_pipeline
 
 from vdm_core.compare import compare_long_video
 from vdm_core.conditional import KEYFRAME_SKIP, keyframe_plan, plan_blocks
 from vdm_core.data import world_clip
 from vdm_core.defaults import default_config
-from vdm_core.pipeline import VideoDiffusionPipeline
-from vdm_core.unet3d import UNet3D, UNetConfig
 
 SIZE = 16
 
@@ -24,15 +23,8 @@ class Calls(list):
 
 @pytest.fixture(scope="module")
 def pipe():
-    torch.manual_seed(0)
-    cfg = UNetConfig(base_channels=16, channel_mults=(1, 2), attn_resolutions=(16,), head_dim=8,
-                     image_size=SIZE, frameskip_conditioning=True)
-    model = UNet3D(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.05)
-    return VideoDiffusionPipeline(model, bf16=False)
+    with tiny_pipeline(frameskip_conditioning=True) as pipe:
+        yield pipe
 
 
 @pytest.fixture()

@@ -10,33 +10,23 @@ reconstruction guidance has a zero gradient and equals replacement).
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_pipeline
 
 from vdm_core.compare import compare_strategies, score_video
 from vdm_core.conditional import extend, plan_blocks
 from vdm_core.data import world_clip
 from vdm_core.defaults import TASK_DEFAULTS, default_config
 from vdm_core.outputs import SamplingConfig
-from vdm_core.pipeline import VideoDiffusionPipeline, sampling_config
+from vdm_core.pipeline import sampling_config
 from vdm_core.samplers import SAMPLERS
-from vdm_core.unet3d import UNet3D, UNetConfig
 
 SIZE = 16
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: a second thread only adds contention
-    torch.manual_seed(0)
-    cfg = UNetConfig(base_channels=16, channel_mults=(1, 2), attn_resolutions=(16,), head_dim=8,
-                     image_size=SIZE)
-    model = UNet3D(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.05)
-    yield VideoDiffusionPipeline(model, bf16=False)
-    torch.set_num_threads(threads)
+    with tiny_pipeline() as pipe:
+        yield pipe
 
 
 @pytest.fixture(scope="module")
