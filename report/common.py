@@ -16,7 +16,8 @@ from vdm_core.video_io import frames_to_tensor
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 # Each section draws its clips from its own block of EVAL_SEEDS.
-SEED_BLOCKS = {"extension": 0, "cfg": 64, "prediction": 128, "super": 160, "interpolation": 192}
+SEED_BLOCKS = {"extension": 0, "cfg": 64, "long_video": 96, "prediction": 128, "super": 160,
+               "interpolation": 192}
 
 
 @dataclass

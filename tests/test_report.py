@@ -96,13 +96,15 @@ def test_one_command_writes_every_table_and_picture(tmp_path, randomized_unet):
                         ("Table 5 analogue: classifier-free guidance (8 frames", 4),
                         ("Prediction (BAIR-like): first c frames given, 8 frames", 4),
                         ("Super-resolution 8x8 -> 16x16 (8 frames)", 4),
-                        ("Interpolation: every 4th frame given, 25 frames", 3)):
+                        ("Interpolation: every 4th frame given, 25 frames", 3),
+                        ("Long video: 8 -> 16 frames, autoregressive vs keyframe cascade", 2)):
         table = text.split(title)[1].split("\n\n")[1].split("\n")[2:]  # the rows
         assert len(table) == rows, title
         assert all(re.search(r"\| -?\d+\.\d+", row) for row in table), table
     assert "Paired differences" in text and "Block starts (k = 4): [8, 12]" in text
+    assert "Paired difference cascade minus autoregressive" in text
     for name in ("extension", "extension_curves", "cfg", "prediction", "super_resolution",
-                 "interpolation"):
+                 "interpolation", "long_video"):
         assert (out.parent / "results" / f"{name}.png").stat().st_size > 1000, name
     with pytest.raises(ValueError, match="--frames"):
         main(["--model", str(model), "--frames", "8", "--out", str(out)])
