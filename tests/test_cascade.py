@@ -116,6 +116,7 @@ def test_compare_long_video_scores_both_methods(pipe):
     clip = world_clip(12, 40, SIZE)
     result = compare_long_video(pipe, clip.frames[:8], 40, truth=clip, config=_config())
     assert list(result.videos) == ["autoregressive", "cascade"]
+    assert result.task == "long_video"
     for name, frames in result.videos.items():
         np.testing.assert_array_equal(frames[:8], clip.frames[:8])
         assert "trajectory_error_px" in result.scores[name]

@@ -152,15 +152,15 @@ def _compare(pipe: Sampler, task: str, runs: Mapping[str, tuple[str, Mapping, st
              truth: Clip | np.ndarray | None, prompt: str, config: SamplingConfig, seed: int,
              lowres: np.ndarray | None) -> Comparison:
     """Run each labelled (task, inputs, strategy) from one seed, then score every result."""
-    if inputs := next((i for _, i, _ in runs.values() if i.get("num_frames")), None):
-        first_frames(truth, inputs["num_frames"])  # a too-short truth fails before sampling
+    if sized := next((i for _, i, _ in runs.values() if i.get("num_frames")), None):
+        first_frames(truth, sized["num_frames"])  # a too-short truth fails before sampling
     outputs = {}
     start = time.perf_counter()
-    for run, (label, (task, inputs, strategy)) in enumerate(runs.items()):
+    for run, (label, (run_task, inputs, strategy)) in enumerate(runs.items()):
         run_config = replace(config.seeded(seed),
                              callback=shift_progress(config.callback, run, len(runs)))
-        outputs[label] = TASKS[task](pipe, **inputs, prompt=prompt, strategy=strategy,
-                                     config=run_config)
+        outputs[label] = TASKS[run_task](pipe, **inputs, prompt=prompt, strategy=strategy,
+                                         config=run_config)
     seconds = time.perf_counter() - start
     first = next(iter(outputs.values()))
     n = len(first.frames)
