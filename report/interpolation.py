@@ -14,6 +14,7 @@ from report.common import (
     task_config,
 )
 from report.pictures import save_strips
+from vdm_core.baselines import linear_blend
 from vdm_core.compare import score_video
 from vdm_core.conditional import interpolate
 from vdm_core.data import Clip
@@ -29,16 +30,6 @@ def jobs(s: Settings) -> int:
     return len(STRATEGIES)
 
 
-def linear_blend(frames: np.ndarray, every: int) -> np.ndarray:
-    """Model-free baseline: each frame a linear blend of the given frames 0, every, ... around it
-    (uint8 (T, H, W, 3) in and out; T - 1 a multiple of `every`)."""
-    key = frames[::every].astype(np.float64)
-    t = np.arange(len(frames)) / every
-    lo = np.minimum(np.floor(t).astype(int), len(key) - 2)
-    a = (t - lo)[:, None, None, None]
-    return np.rint((1 - a) * key[lo] + a * key[lo + 1]).astype(np.uint8)
-
-
 def _scores(videos: list[np.ndarray], clips: list[Clip]) -> list[dict[str, float]]:
     return [score_video(v, NEW, truth=c).scores for v, c in zip(videos, clips, strict=True)]
 
@@ -50,7 +41,8 @@ def section(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm) -> str:
                   ["method"], [("psnr_vs_truth", "PSNR vs truth dB (new frames)", 1),
                                ("trajectory_error_px", "trajectory error px", 2),
                                ("shape_persistence", "shape kept", 2)])
-    blend = [linear_blend(c.frames, EVERY) for c in clips]
+    given = list(range(0, FRAMES, EVERY))
+    blend = [linear_blend(c.frames[given], given, FRAMES) for c in clips]
     table.rows.append(summarise(["linear blend of the given frames (no model)"],
                                 _scores(blend, clips)))
     strips = [("truth", clips[0].frames), ("linear blend", blend[0])]
