@@ -12,14 +12,23 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from report import cfg, extension, interpolation, long_video, prediction, super_resolution
+from report import (
+    cfg,
+    extension,
+    interpolation,
+    long_video,
+    prediction,
+    super_resolution,
+    table4,
+)
 from report.common import DOCS, QUICK, ROOT, Settings
 from vdm_core.outputs import MAX_FRAMES
 from vdm_core.pipeline import DEFAULT_MODEL, VideoDiffusionPipeline
 from vdm_core.records import training_phases
 
 SECTIONS = {"extension": extension, "cfg": cfg, "prediction": prediction,
-            "super": super_resolution, "interpolation": interpolation, "long_video": long_video}
+            "super": super_resolution, "interpolation": interpolation, "long_video": long_video,
+            "table4": table4}
 
 
 def _model_step(path: Path) -> str:

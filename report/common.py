@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 # Each section draws its clips from its own block of EVAL_SEEDS.
 SEED_BLOCKS = {"extension": 0, "cfg": 64, "long_video": 96, "prediction": 128, "super": 160,
-               "interpolation": 192}
+               "interpolation": 192, "table4": 224}
 
 
 @dataclass

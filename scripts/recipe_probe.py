@@ -28,15 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from report.denoising import LOGSNRS, denoising_errors
 from vdm_core.baselines import constant_velocity, hold_nearest
 from vdm_core.conditional import predict
 from vdm_core.data import EVAL_SEEDS, frames_to_tensor, world_clip
 from vdm_core.defaults import default_config
-from vdm_core.diffusion import model_denoiser
 from vdm_core.metrics import trajectory_error
 from vdm_core.pipeline import VideoDiffusionPipeline
 from vdm_core.records import training_phases
-from vdm_core.schedule import q_sample
 from vdm_core.text import get_text_encoder
 from vdm_core.train import TrainConfig, train
 from vdm_core.unet3d import UNet3D, UNetConfig
@@ -47,26 +46,9 @@ RECIPES = (  # (parameterization, weighting): the shipped recipe first
     ("eps", "eps_mse"),
     ("eps", "min_snr"),
 )
-LOGSNRS = (-6.0, -3.0, 0.0, 3.0, 6.0)
 HELD_OUT = EVAL_SEEDS[:32]
 COMMAND = "nice -n 5 .venv/bin/python scripts/recipe_probe.py"
 START, END = "<!-- diagnosis:start -->", "<!-- diagnosis:end -->"
-
-
-@torch.no_grad()
-def denoising_error(model: UNet3D, x: torch.Tensor, states: torch.Tensor,
-                    mask: torch.Tensor) -> list[float]:
-    """Mean ||x_hat - x||^2 per pixel at each of LOGSNRS, fixed noise. x (B, C, T, H, W)."""
-    chunks = [(slice(j, j + 8), model_denoiser(model, states[j:j + 8], mask[j:j + 8]))
-              for j in range(0, len(x), 8)]
-    errors = []
-    for i, logsnr in enumerate(LOGSNRS):
-        eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(i))
-        level = torch.full((x.shape[0],), logsnr)
-        z = q_sample(x, level, eps)  # (B, C, T, H, W)
-        x_hat = torch.cat([denoise(z[part], level[part]) for part, denoise in chunks])
-        errors.append(float((x_hat - x).pow(2).mean()))
-    return errors
 
 
 def diagnosis(model_dir: Path, samples: int, steps: int) -> str:
@@ -79,7 +61,7 @@ def diagnosis(model_dir: Path, samples: int, steps: int) -> str:
                                                                        [""] * len(clips))):
         states, mask = pipe.text_encoder.encode(captions)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            errors = denoising_error(pipe.model, x, states, mask)
+            errors = denoising_errors(pipe.model, x, states, mask).mean(axis=1)
         rows.append(f"| {label} | {np.mean(errors):.4f} | "
                     + " | ".join(f"{e:.4f}" for e in errors) + " |")
     header = " | ".join(f"logsnr {v:+g}" for v in LOGSNRS)
@@ -158,7 +140,7 @@ def main(argv=None) -> None:
         for parameterization, weighting in RECIPES:
             started = time.time()
             model = run_recipe(parameterization, weighting, args.steps, Path(tmp))
-            errors = denoising_error(model.eval(), x, states, mask)
+            errors = denoising_errors(model.eval(), x, states, mask).mean(axis=1)
             rows.append((parameterization, weighting, errors, time.time() - started))
             print(parameterization, weighting, [f"{e:.4f}" for e in errors], flush=True)
 

@@ -103,6 +103,7 @@ def test_one_command_writes_every_table_and_picture(tmp_path, randomized_unet):
         assert all(re.search(r"\| -?\d+\.\d+", row) for row in table), table
     assert "Paired differences" in text and "Block starts (k = 4): [8, 12]" in text
     assert "Paired difference cascade minus autoregressive" in text
+    assert "Joint video-image training (our analogue of the paper's Table 4)" in text
     for name in ("extension", "extension_curves", "cfg", "prediction", "super_resolution",
                  "interpolation", "long_video"):
         assert (out.parent / "results" / f"{name}.png").stat().st_size > 1000, name

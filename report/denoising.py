@@ -1,0 +1,33 @@
+"""Held-out denoising error per log-SNR band: the one score every model can be compared on."""
+
+import numpy as np
+import torch
+
+from vdm_core.diffusion import model_denoiser
+from vdm_core.schedule import q_sample
+from vdm_core.unet3d import UNet3D
+
+LOGSNRS = (-6.0, -3.0, 0.0, 3.0, 6.0)
+CHUNK = 8  # clips per forward pass
+
+
+@torch.no_grad()
+def denoising_errors(model: UNet3D, x: torch.Tensor, states: torch.Tensor,
+                     mask: torch.Tensor) -> np.ndarray:
+    """||x_hat(z_t) - x||^2 per pixel of each clip at each of LOGSNRS, (len(LOGSNRS), B).
+
+    z_t = alpha_t x + sigma_t eps (eq. 1) with fixed noise (seeded by the level's index), so two
+    models see the same z_t and their errors are paired clip by clip. x (B, C, T, H, W) in
+    [-1, 1]; states/mask: the text encoder's output for the clips' prompts.
+    """
+    chunks = [(slice(j, j + CHUNK), model_denoiser(model, states[j:j + CHUNK],
+                                                    mask[j:j + CHUNK]))
+              for j in range(0, len(x), CHUNK)]
+    errors = []
+    for i, logsnr in enumerate(LOGSNRS):
+        eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(i))
+        level = torch.full((x.shape[0],), logsnr)
+        z = q_sample(x, level, eps)  # (B, C, T, H, W)
+        x_hat = torch.cat([denoise(z[part], level[part]) for part, denoise in chunks])
+        errors.append((x_hat.float() - x).pow(2).mean(dim=(1, 2, 3, 4)).numpy())
+    return np.stack(errors)

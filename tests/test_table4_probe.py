@@ -1,0 +1,54 @@
+"""scripts/table4_probe.py: the joint video-image training arms differ only in image frames."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+from report import table4
+from vdm_core.records import STATE_NAME
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_probe():
+    spec = importlib.util.spec_from_file_location("table4_probe", ROOT / "scripts" /
+                                                  "table4_probe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_probe_trains_one_arm_per_image_count_and_writes_the_table(tmp_path):
+    probe = load_probe()
+    out = tmp_path / "table4.md"
+    probe.main(["--steps", "2", "--samples", "2", "--sample-steps", "1", "--base-channels", "8",
+                "--batch", "2", "--work", str(tmp_path / "runs"), "--out", str(out)])
+    configs = {}
+    for images in probe.ARMS:
+        state = json.loads((tmp_path / "runs" / f"images{images}" / "export" /
+                            STATE_NAME).read_text())
+        assert state["step"] == 2
+        configs[images] = state["train_config"]
+        assert configs[images]["image_frames"] == images
+    # Equal compute on videos: everything but the image frames (and the run folder) is shared.
+    varying = {"image_frames", "out_dir", "export_dir"}
+    for images in probe.ARMS[1:]:
+        differ = {k for k in configs[0] if configs[0][k] != configs[images][k]}
+        assert differ <= varying, differ
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| 0", "| 4", "| 8", "| true clips"]
+    assert "<br>" in rows[2] and "<br>" not in rows[1]  # paired differences against 0 images
+    # A second call finds every arm trained and only measures again.
+    mtime = (tmp_path / "runs" / "images0" / "export" / "model.safetensors").stat().st_mtime
+    probe.main(["--steps", "2", "--samples", "2", "--sample-steps", "1", "--base-channels", "8",
+                "--batch", "2", "--work", str(tmp_path / "runs"), "--out", str(out)])
+    assert (tmp_path / "runs" / "images0" / "export" /
+            "model.safetensors").stat().st_mtime == mtime
+
+
+def test_report_section_embeds_the_probe_table_or_says_how_to_make_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(table4, "TABLE", tmp_path / "missing.md")
+    assert "scripts/table4_probe.py" in table4.section(None, None, None)
+    (tmp_path / "t.md").write_text("## Joint video-image training\n\n| 0 | ... |\n")
+    monkeypatch.setattr(table4, "TABLE", tmp_path / "t.md")
+    assert table4.section(None, None, None).startswith("## Joint video-image training")
