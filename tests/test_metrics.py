@@ -12,6 +12,7 @@ from vdm_core.metrics import (
     downsample,
     frame_change,
     ghost_rate,
+    identity_kept,
     lowres_mse,
     motion_stats,
     persistence,
@@ -156,3 +157,18 @@ def test_ghost_rate_counts_frames_with_a_doubled_object():
     ghosted[2] = np.maximum(clip.frames[2], shifted)
     assert ghost_rate(ghosted, clip.scene) == 0.25
     assert math.isnan(ghost_rate(clip.frames, "nothing named here"))
+
+
+def test_identity_kept_counts_the_frames_before_a_colour_change():
+    cyan, yellow = world_clip(EVAL_SEEDS[0], 16), world_clip(EVAL_SEEDS[3], 16)
+    assert [len(c.scene.objects) for c in (cyan, yellow)] == [1, 1]
+    assert identity_kept(cyan.frames) == 1.0
+    # The cyan circle becomes a yellow square at frame 10: the last 6 frames lose identity.
+    spliced = np.concatenate([cyan.frames[:10], yellow.frames[10:]])
+    assert identity_kept(spliced) == pytest.approx(10 / 16)
+    # A second object appearing for 3 frames costs exactly those frames.
+    both = cyan.frames.copy()
+    mask = yellow.frames[:3].max(axis=-1) > 60  # (3, H, W) the yellow square's pixels
+    both[:3][mask] = yellow.frames[:3][mask]
+    assert identity_kept(both) == pytest.approx(13 / 16)
+    assert math.isnan(identity_kept(np.full_like(cyan.frames, 12)))

@@ -308,3 +308,29 @@ def motion_stats(frames: np.ndarray, wall_margin: float = 2.0) -> dict[str, floa
     }
     out["num_objects"] = float(len(tracks))
     return out
+
+
+def identity_kept(frames: np.ndarray) -> float:
+    """Fraction of frames in which the clip's objects keep their identity (nan without objects).
+
+    The objects are the colours seen in at least half the frames (as in `motion_stats`), each with
+    its most common detected shape. A frame keeps identity when every object is detected there in
+    its colour and shape and no other colour is detected: a colour that changes mid-clip, a
+    shape that morphs, or an object that appears or vanishes all lose frames. True clips stay
+    below 1 only where objects occlude each other.
+    """
+    _check_frames(frames)
+    detections = detect_clip(frames)
+    tracks = _tracks(detections)
+    if not tracks:
+        return float("nan")
+    shapes = {}
+    for colour, track in tracks.items():
+        seen = [d.shape for d in track if d is not None]
+        shapes[colour] = max(set(seen), key=seen.count)
+    kept = [
+        all(any(d.colour == c and d.shape == s for d in frame) for c, s in shapes.items())
+        and {d.colour for d in frame} <= set(shapes)
+        for frame in detections
+    ]
+    return float(np.mean(kept))
