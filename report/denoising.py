@@ -13,15 +13,16 @@ CHUNK = 8  # clips per forward pass
 
 @torch.no_grad()
 def denoising_errors(model: UNet3D, x: torch.Tensor, states: torch.Tensor,
-                     mask: torch.Tensor) -> np.ndarray:
+                     mask: torch.Tensor, frameskip: int | None = None) -> np.ndarray:
     """||x_hat(z_t) - x||^2 per pixel of each clip at each of LOGSNRS, (len(LOGSNRS), B).
 
     z_t = alpha_t x + sigma_t eps (eq. 1) with fixed noise (seeded by the level's index), so two
     models see the same z_t and their errors are paired clip by clip. x (B, C, T, H, W) in
-    [-1, 1]; states/mask: the text encoder's output for the clips' prompts.
+    [-1, 1]; states/mask: the text encoder's output for the clips' prompts; frameskip: the
+    stride of the clips' frames, for a frameskip-conditioned model (None: its default, 1).
     """
     chunks = [(slice(j, j + CHUNK), model_denoiser(model, states[j:j + CHUNK],
-                                                    mask[j:j + CHUNK]))
+                                                    mask[j:j + CHUNK], frameskip=frameskip))
               for j in range(0, len(x), CHUNK)]
     errors = []
     for i, logsnr in enumerate(LOGSNRS):
