@@ -16,52 +16,72 @@ from report.pictures import save_strips
 from report.stats import paired_difference
 from vdm_core.compare import score_video
 from vdm_core.conditional import cascade, extend
+from vdm_core.outputs import MAX_FRAMES
 from vdm_core.pipeline import VideoDiffusionPipeline
 
 SEED_OFFSET = 500
 TAIL = 32  # trajectory error over the last TAIL frames
 
 
+def lengths(s: Settings) -> list[int]:
+    """The video lengths measured: s.frames and twice it, up to MAX_FRAMES (64 and 128)."""
+    return sorted({s.frames, min(2 * s.frames, MAX_FRAMES)})
+
+
 def jobs(s: Settings) -> int:
-    return 2
+    return 2 * len(lengths(s))
 
 
 def section(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm) -> str:
-    """The model's window of frames of held-out clips -> s.frames frames, both ways."""
+    """The model's window of frames of held-out clips -> each of `lengths(s)`, both ways."""
+    return "\n".join(length_table(pipe, s, outer, frames, picture=i == 0)
+                     for i, frames in enumerate(lengths(s)))
+
+
+def length_table(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm, frames: int,
+                 picture: bool) -> str:
+    """One table: the model's window of frames -> `frames` frames, autoregressive and cascade."""
     window = pipe.config.num_frames
-    clips = eval_clips("long_video", s.samples, s.frames, pipe.config.image_size)
+    clips = eval_clips("long_video", s.samples, frames, pipe.config.image_size)
     x0 = batch(clips, slice(0, window))
     prompts = [c.caption for c in clips]
-    tail = list(range(max(window, s.frames - TAIL), s.frames))
-    table = Table(f"Long video: {window} -> {s.frames} frames, autoregressive vs keyframe "
+    tail = list(range(max(window, frames - TAIL), frames))
+    table = Table(f"Long video: {window} -> {frames} frames, autoregressive vs keyframe "
                   "cascade", ["method", "s / video"],
                   [("trajectory_error_px", f"trajectory error px, last {len(tail)} frames", 2),
                    ("missing_frames", "frames without sharp objects", 2),
+                   ("colour_persistence", "colour kept (last frames)", 2),
                    ("shape_persistence", "shape kept (last frames)", 2),
                    ("seam_jump", "seam jump (every block)", 2)])
     per_method, strips = {}, [("truth", clips[0].frames)]
     for name, fn, task in (("autoregressive", extend, "extend"), ("cascade", cascade, "cascade")):
         config = task_config(task, s).seeded(s.seed + SEED_OFFSET)
         if name == "cascade":
-            out = run_job(name, outer, fn, pipe, prompts, s.frames, x0, config=config)
+            out = run_job(f"{name} {frames}", outer, fn, pipe, prompts, frames, x0,
+                          config=config)
         else:
-            out = run_job(name, outer, fn, pipe, x0, s.frames, prompts, config=config)
+            out = run_job(f"{name} {frames}", outer, fn, pipe, x0, frames, prompts,
+                          config=config)
         starts = out.info["block_starts"]
         per = [{**score_video(v, tail, starts, c).scores,
-                "seam_jump": score_video(v, range(window, s.frames), starts).scores.get(
+                "seam_jump": score_video(v, range(window, frames), starts).scores.get(
                     "seam_jump", float("nan"))}
                for v, c in zip(out.videos, clips, strict=True)]
         per_method[name] = per
         table.rows.append(summarise([name, f"{out.info['seconds'] / s.samples:.0f}"], per))
         strips.append((name, out.videos[0]))
-    save_strips(s.pictures / "long_video.png", strips)
-    diff = paired_difference(per_method["autoregressive"], per_method["cascade"],
-                             "trajectory_error_px")
+    if picture:
+        save_strips(s.pictures / "long_video.png", strips)
     first, stop = seed_range("long_video", s.samples)
     trained = pipe.config.frameskip_conditioning
+    keys = (("trajectory_error_px", f"trajectory error over the last {len(tail)} frames (px)"),
+            ("colour_persistence", "colour kept"), ("shape_persistence", "shape kept"))
+    diffs = [f"{header}: " + paired_difference(per_method["autoregressive"],
+                                               per_method["cascade"], key).text()
+             for key, header in keys]
     table.notes = [
-        f"Paired difference cascade minus autoregressive, trajectory error over the last "
-        f"{len(tail)} frames: {diff.text()} px (negative = cascade better).",
+        "Paired differences cascade minus autoregressive (trajectory error: negative = cascade "
+        "better; kept: positive = cascade better): " + "; ".join(diffs) + ".",
         "",
         f"Input: the first {window} frames of {s.samples} held-out world clips "
         f"(EVAL_SEEDS[{first}:{stop}]), prompt = caption, reconstruction guidance (eq. 7) at "
@@ -73,6 +93,5 @@ def section(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm) -> str:
            "measures that, not the method. The comparison the paper makes needs a model trained "
            "with `vdm-train --frameskip-conditioning --frameskips 1,4`."),
         "",
-        "![long video strips](results/long_video.png)",
-    ]
+    ] + (["![long video strips](results/long_video.png)"] if picture else [])
     return table.markdown()

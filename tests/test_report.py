@@ -97,12 +97,13 @@ def test_one_command_writes_every_table_and_picture(tmp_path, randomized_unet):
                         ("Prediction (BAIR-like): first c frames given, 8 frames", 4),
                         ("Super-resolution 8x8 -> 16x16 (8 frames)", 4),
                         ("Interpolation: every 4th frame given, 25 frames", 3),
-                        ("Long video: 8 -> 16 frames, autoregressive vs keyframe cascade", 2)):
+                        ("Long video: 8 -> 16 frames, autoregressive vs keyframe cascade", 2),
+                        ("Long video: 8 -> 32 frames, autoregressive vs keyframe cascade", 2)):
         table = text.split(title)[1].split("\n\n")[1].split("\n")[2:]  # the rows
         assert len(table) == rows, title
         assert all(re.search(r"\| -?\d+\.\d+", row) for row in table), table
     assert "Paired differences" in text and "Block starts (k = 4): [8, 12]" in text
-    assert "Paired difference cascade minus autoregressive" in text
+    assert text.count("Paired differences cascade minus autoregressive") == 2
     assert "Joint video-image training (our analogue of the paper's Table 4)" in text
     for name in ("extension", "extension_curves", "cfg", "prediction", "super_resolution",
                  "interpolation", "long_video"):
