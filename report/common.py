@@ -37,6 +37,17 @@ class Settings:
     pictures: Path = DOCS / "results"
 
 
+MOTION_LIMIT = (
+    "**Why trajectory error does not separate the methods.** Both methods sample from the same "
+    "model, and conditioning cannot give it motion it has not learned. Where the given frames "
+    "pin each object's velocity, the constant-velocity row (the world's own physics carried on "
+    "from the last two given frames) shows how small the error of a model that continues a "
+    "motion would be; the model's rows drift far beyond it. The diagnosis in docs/recipe.md "
+    "locates the drift: the error at the first generated frame is small (reconstruction "
+    "guidance makes the new frames agree with the given ones, as the seam jump shows), then it "
+    "grows steadily frame by frame, a velocity error of the model. Closing that gap is the "
+    "model's job (issue #14), not the sampler's.")
+
 QUICK = dict(samples=2, steps=8, w_r_grid=(DEFAULT_W_R,), tuning_rows=False)
 
 

@@ -4,6 +4,7 @@ import numpy as np
 from tqdm import tqdm
 
 from report.common import (
+    MOTION_LIMIT,
     Settings,
     Table,
     batch,
@@ -122,7 +123,16 @@ def section(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm) -> str:
     save_curves(s.pictures / "extension_curves.png", curves, starts,
                 {"change": "mean |frame change| (0-1)", "error": "trajectory error (px)"})
     first, stop = seed_range("extension", s.samples)
-    table.notes = paired_notes(paired, s.ext_weights) + [
+    notes = paired_notes(paired, s.ext_weights)
+    trajectory = [verdict(paired_difference(paired[(w, "replacement")],
+                                            paired[(w, "reconstruction")],
+                                            "trajectory_error_px"), False)
+                  for w in s.ext_weights
+                  if (w, "replacement") in paired and (w, "reconstruction") in paired]
+    if "no separable difference" in trajectory:
+        notes += [MOTION_LIMIT.replace("the constant-velocity row",
+                                       "the constant-velocity row of the prediction table"), ""]
+    table.notes = notes + [
         f"Input: the first {window} frames of {s.samples} held-out world clips (EVAL_SEEDS["
         f"{first}:{stop}]), prompt = the clip's caption; the world renders the true continuation. "
         f"Block starts (k = {DEFAULT_K}): {starts}. Metrics over "
