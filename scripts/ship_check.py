@@ -41,7 +41,9 @@ def errors_for(model: UNet3D, kind: str, prompts: str, n: int) -> np.ndarray:
     """(len(LOGSNRS), clips) denoising errors of `model` on one kind of clip, with the clips'
     captions (prompts == "caption") or the empty prompt."""
     start, frameskip = KINDS[kind]
-    clips = [world_window(s, 16, 32, start(i), frameskip) for i, s in enumerate(HELD_OUT[:n])]
+    cfg = model.config
+    clips = [world_window(s, cfg.num_frames, cfg.image_size, start(i), frameskip)
+             for i, s in enumerate(HELD_OUT[:n])]
     x = torch.stack([frames_to_tensor(c.frames) for c in clips])  # (B, C, T, H, W)
     text = [c.caption if prompts == "caption" else "" for c in clips]
     states, mask = get_text_encoder().encode(text)
