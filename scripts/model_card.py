@@ -28,6 +28,7 @@ from vdm_core.detect import caption_match, validate_detector
 from vdm_core.metrics import identity_kept, motion_stats, trajectory_error
 from vdm_core.pipeline import VideoDiffusionPipeline
 from vdm_core.records import training_log, training_phases
+from vdm_core.train import TrainConfig
 from vdm_core.video_io import frame_strip, frames_to_tensor
 
 WEIGHTS = (0.0, 1.0, 2.0, 4.0)
@@ -36,6 +37,7 @@ MOTION_KEYS = ("acceleration", "presence", "area_cv", "shape_consistency", "iden
 PREDICTION_SEEDS = EVAL_SEEDS[-16:]  # the diagnosis's prediction clips (docs/recipe.md) and more
 GIVEN, PREDICTED = 4, 12  # prediction from 4 given frames over the next 12 (issue #14's bar)
 PHASE_FLAGS = ("steps", "batch_size", "lr", "weighting", "init_from", "workers")  # the recipe
+CHANGED_FLAGS = ("cond_drop", "image_frames", "frameskips", "window_start_max")  # if not default
 
 
 def loss_curve(model_dir: Path, phases: list[dict], out: Path) -> None:
@@ -74,7 +76,8 @@ def describe_phases(phases: list[dict]) -> str:
     for i, phase in enumerate(phases):
         tc = phase["train_config"]
         flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in tc.items()
-                         if k in PHASE_FLAGS and v not in ("", 0))
+                         if (k in PHASE_FLAGS and v not in ("", 0))
+                         or (k in CHANGED_FLAGS and v != getattr(TrainConfig(), k)))
         wall = phase["wall_time_s"]
         wall_text = f"{wall / 3600:.1f} h" if wall >= 3600 else f"{wall / 60:.0f} min"
         lines.append(f"- Phase {i + 1}: {phase['step']:,} steps x {tc['batch_size']} clips = "
