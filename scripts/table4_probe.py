@@ -49,14 +49,16 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "table4.md"
 BANDS = (-3.0, 0.0, 3.0)  # the log-SNR columns shown (all of LOGSNRS are measured)
 
 
-def train_arm(images: int, args: argparse.Namespace) -> Path:
-    """Train (or resume) the arm with `images` image frames per video; return its export."""
+def train_arm(images: int, args: argparse.Namespace) -> tuple[Path, bool]:
+    """Train (or resume) the arm with `images` image frames per video; return its export and
+    whether it trained now (False: an earlier call had finished it)."""
     out = Path(args.work).expanduser() / f"images{images}"
     cfg = TrainConfig(out_dir=str(out), steps=args.steps, image_frames=images, seed=args.seed,
                       sample_every=0, threads=args.threads, export_dir=str(out / "export"))
-    if not (out / "export" / STATE_NAME).exists() or _state(out / "export")["step"] < args.steps:
-        train(cfg, arm_model(args))
-    return out / "export"
+    if (out / "export" / STATE_NAME).exists() and _state(out / "export")["step"] >= args.steps:
+        return out / "export", False
+    train(cfg, arm_model(args))
+    return out / "export", True
 
 
 def arm_model(args: argparse.Namespace) -> UNetConfig:
@@ -129,7 +131,9 @@ def table(results: dict[int, dict], args: argparse.Namespace, minutes: float) ->
             f"{t_interval(r['acceleration']).text()} | " + " | ".join(cells) + " |")
     lines.append(f"| true clips | | | | {t_interval(truth).text()} |" + " |" * len(BANDS))
     lines += ["", *reading(results), "",
-              f"Generated in {minutes:.0f} min (training included) by `nice -n 5 "
+              f"Generated in {minutes:.0f} min ("
+              + ("training included" if args.trained_now else "the arms were trained by an "
+                 "earlier call: see train min") + ") by `nice -n 5 "
               f".venv/bin/python scripts/table4_probe.py --steps {args.steps} --samples "
               f"{args.samples}` on {args.threads} CPU thread(s); runs in `{args.work}`.", ""]
     return "\n".join(lines)
@@ -172,9 +176,10 @@ def main(argv=None) -> None:
         parser.error(f"--samples is at most {len(HELD_OUT)} (the held-out block)")
     t0 = time.time()
     args.params = sum(p.numel() for p in UNet3D(arm_model(args)).parameters())
-    results = {}
+    results, args.trained_now = {}, False
     for images in tqdm(ARMS, desc="table 4 arms"):
-        export = train_arm(images, args)
+        export, trained = train_arm(images, args)
+        args.trained_now |= trained
         torch.set_num_threads(args.threads)
         results[images] = measure(export, args)
         print(images, {k: np.nanmean(v) for k, v in results[images].items()
