@@ -73,7 +73,8 @@ def length_table(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm, frames:
     if picture:
         save_strips(s.pictures / "long_video.png", strips)
     first, stop = seed_range("long_video", s.samples)
-    trained = pipe.config.frameskip_conditioning
+    keyframe_model = pipe.keyframe_pipe or pipe
+    trained = keyframe_model.config.frameskip_conditioning
     keys = (("trajectory_error_px", f"trajectory error over the last {len(tail)} frames (px)"),
             ("colour_persistence", "colour kept"), ("shape_persistence", "shape kept"))
     diffs = [f"{header}: " + paired_difference(per_method["autoregressive"],
@@ -87,7 +88,10 @@ def length_table(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm, frames:
         f"(EVAL_SEEDS[{first}:{stop}]), prompt = caption, reconstruction guidance (eq. 7) at "
         "each task's default settings; the cascade samples keyframes every 4th frame at "
         "frameskip 4, then the frames between. "
-        + ("The model was trained with the frameskip input." if trained else
+        + ("The keyframes come from a second, frameskip-conditioned model and the frames "
+           "between them from the main model: the paper's two-model setup (a frameskip-4 model, "
+           "then a frameskip-1 model). " if pipe.keyframe_pipe is not None else "")
+        + ("The keyframe model was trained with the frameskip input." if trained else
            "**The model was not trained with the frameskip input**, so it samples the keyframes "
            "as consecutive frames: they move 4x too slowly, and the cascade's trajectory error "
            "measures that, not the method. The comparison the paper makes needs a model trained "

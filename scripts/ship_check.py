@@ -52,6 +52,12 @@ def errors_for(model: UNet3D, kind: str, prompts: str, n: int) -> np.ndarray:
         return denoising_errors(model.eval(), x, states, mask, frameskip=frameskip_arg)
 
 
+def shown(path: Path) -> str:
+    """path relative to the repository root where it lies inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def steps_of(path: Path) -> int:
     return sum(phase.get("step", 0) for phase in training_phases(path))
 
@@ -71,8 +77,9 @@ def main(argv=None) -> None:
     levels = " | ".join(f"logsnr {v:+g}" for v in LOGSNRS)
     lines = [
         "# Ship check: paired held-out loss", "",
-        f"Candidate `{args.candidate}` ({steps_of(args.candidate):,} training steps over all "
-        f"phases) against baseline `{args.baseline}` ({steps_of(args.baseline):,} steps). "
+        f"Candidate `{shown(args.candidate)}` ({steps_of(args.candidate):,} training steps "
+        f"over all phases) against baseline `{shown(args.baseline)}` "
+        f"({steps_of(args.baseline):,} steps). "
         f"Each cell: the candidate's denoising error minus the baseline's, ||x_hat - x||^2 per "
         f"pixel, mean and 95% t-interval over {args.clips} held-out clips paired by clip "
         "and noise (negative: the candidate is better). The mean column averages the levels; "

@@ -4,6 +4,8 @@ A tiny random U-Net (16x16 frames, window 16) and one sampler step: these tests 
 what each window is given, and that given frames and keyframes are kept exactly.
 """
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,8 @@ from vdm_core.compare import compare_long_video
 from vdm_core.conditional import KEYFRAME_SKIP, keyframe_plan, plan_blocks
 from vdm_core.data import world_clip
 from vdm_core.defaults import default_config
+from vdm_core.pipeline import VideoDiffusionPipeline
+from vdm_core.unet3d import UNet3D, UNetConfig
 
 SIZE = 16
 
@@ -121,3 +125,40 @@ def test_compare_long_video_scores_both_methods(pipe):
         np.testing.assert_array_equal(frames[:8], clip.frames[:8])
         assert "trajectory_error_px" in result.scores[name]
     assert result.outputs["cascade"].info["keyframes"][:3] == [0, 4, 8]
+
+
+def test_a_keyframe_model_draws_the_keyframes_and_the_main_model_fills_between(pipe, tmp_path):
+    """The paper's Fig. 2 setup: a frameskip-4 model for the keyframes, a frameskip-1 model for
+    the frames between them."""
+    other = copy.deepcopy(pipe.model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    other.save_pretrained(tmp_path / "keys")
+    clip = world_clip(11, 8, SIZE)
+    alone = VideoDiffusionPipeline.from_pretrained(tmp_path / "keys", bf16=False).extend(
+        clip.frames, 40, method="cascade", config=_config())
+    plain = pipe.extend(clip.frames, 40, method="cascade", config=_config())
+    try:
+        both = pipe.with_keyframe_model(tmp_path / "keys").extend(
+            clip.frames, 40, method="cascade", config=_config())
+    finally:
+        pipe.keyframe_pipe = None
+    new_keys = [k for k in both.info["keyframes"] if k >= 8]
+    between = [i for i in range(8, 40) if i % KEYFRAME_SKIP]
+    torch.testing.assert_close(both.x[:, :, new_keys], alone.x[:, :, new_keys])
+    assert not torch.allclose(both.x[:, :, new_keys], plain.x[:, :, new_keys])
+    assert not torch.allclose(both.x[:, :, between], alone.x[:, :, between])
+    np.testing.assert_array_equal(both.frames[:8], clip.frames)
+
+
+def test_a_keyframe_model_of_another_size_is_refused(pipe, tmp_path):
+    UNet3D(UNetConfig(base_channels=8, channel_mults=(1, 2), attn_resolutions=(16,), head_dim=8,
+                      image_size=32)).save_pretrained(tmp_path / "big")
+    try:
+        with pytest.raises(ValueError, match="keyframe model must make frames of the "
+                                             "interpolation model's size"):
+            pipe.with_keyframe_model(tmp_path / "big")("a red circle moving right", 24,
+                                                       method="cascade", config=_config())
+    finally:
+        pipe.keyframe_pipe = None

@@ -385,7 +385,8 @@ def staged(config: SamplingConfig, stage: str, frameskip: int) -> SamplingConfig
 
 def cascade(pipe: Sampler, prompt: str | Sequence[str], num_frames: int,
             video: Video | None = None, strategy: str = "reconstruction",
-            config: SamplingConfig | None = None) -> VideoOutput:
+            config: SamplingConfig | None = None,
+            keyframe_pipe: Sampler | None = None) -> VideoOutput:
     """A long video the paper's way (Fig. 2): keyframes every KEYFRAME_SKIP frames from a
     frameskip-4 model, then the frames between them by conditional sampling at frameskip 1.
 
@@ -397,9 +398,18 @@ def cascade(pipe: Sampler, prompt: str | Sequence[str], num_frames: int,
     info["keyframes"] lists the keyframe indices; info["block_starts"] the interpolation
     windows' first new frames and the keyframe windows' (these also in
     info["keyframe_block_starts"]).
+
+    `keyframe_pipe` (optional) samples the keyframes, as in the paper, where a frameskip-4 model
+    draws them and a frameskip-1 model (`pipe`) fills the frames between; without it `pipe`
+    does both (it needs the frameskip input for the keyframes to move at the right speed).
     """
     config = config or default_config("cascade")
+    keyframe_pipe = keyframe_pipe or pipe
     window = _window(pipe, config)
+    if (keyframe_pipe.config.channels, keyframe_pipe.config.image_size) != (
+            pipe.config.channels, pipe.config.image_size):
+        raise ValueError("the keyframe model must make frames of the interpolation model's size "
+                         f"({pipe.config.image_size} px, {pipe.config.channels} channels)")
     check_sampling_args(num_frames, config.steps, config.w, config.sampler)
     config = _frames_config("cascade", config, window)
     factory = frame_strategy(strategy, config.w_r)
@@ -419,8 +429,9 @@ def cascade(pipe: Sampler, prompt: str | Sequence[str], num_frames: int,
     x = torch.zeros(len(prompts), channels, num_frames, size, size)  # (B, C, N, H, W)
     x[:, :, :t0] = x0
     start = time.perf_counter()
-    keys, key_blocks = _fill(pipe, x[:, :, keyframes], known_keys, prompts, factory,
-                             staged(config, "keyframes", KEYFRAME_SKIP), window)
+    keys, key_blocks = _fill(keyframe_pipe, x[:, :, keyframes], known_keys, prompts, factory,
+                             staged(config, "keyframes", KEYFRAME_SKIP),
+                             _window(keyframe_pipe, config))
     x[:, :, keyframes] = keys
     known = [i < t0 or i % KEYFRAME_SKIP == 0 for i in range(num_frames)]
     x, blocks = _fill(pipe, x, known, prompts, factory, staged(config, "interpolation", 1),

@@ -77,6 +77,7 @@ class VideoDiffusionPipeline:
         self.model = model.eval().requires_grad_(False)
         self._text_encoder = text_encoder
         self.dtype = dtype if bf16 else torch.float32
+        self.keyframe_pipe: VideoDiffusionPipeline | None = None  # the cascade's keyframe model
 
     @classmethod
     def from_pretrained(cls, path: str | Path = DEFAULT_MODEL, text_encoder=None,
@@ -87,9 +88,19 @@ class VideoDiffusionPipeline:
         pipe = cls(UNet3D.from_pretrained(path), text_encoder, bf16, dtype)
         return pipe.to(device)
 
+    def with_keyframe_model(self, path: str | Path) -> "VideoDiffusionPipeline":
+        """Use the model in `path` for the cascade's keyframes (the paper's frameskip-4 model;
+        this pipeline's model then only fills the frames between them); returns self."""
+        keyframe = VideoDiffusionPipeline(UNet3D.from_pretrained(path), self._text_encoder)
+        keyframe.dtype = self.dtype
+        self.keyframe_pipe = keyframe.to(self.device)
+        return self
+
     def to(self, device: str | torch.device) -> "VideoDiffusionPipeline":
-        """Move the U-Net to `device` (the text encoder stays on the CPU); returns self."""
+        """Move the U-Net(s) to `device` (the text encoder stays on the CPU); returns self."""
         self.model.to(torch.device(device))
+        if self.keyframe_pipe is not None:
+            self.keyframe_pipe.to(device)
         return self
 
     @property
@@ -171,7 +182,8 @@ class VideoDiffusionPipeline:
         num_frames = self.config.num_frames if num_frames is None else int(num_frames)
         check_sampling_args(num_frames, config.steps, config.w, config.sampler)
         if method == "cascade":
-            return conditional.cascade(self, prompts, num_frames, config=config)
+            return conditional.cascade(self, prompts, num_frames, config=config,
+                                       keyframe_pipe=self.keyframe_pipe)
         if num_frames > self.config.num_frames:
             return conditional.generate(self, prompts, num_frames, config=config)
         z = self.initial_noise(len(prompts), num_frames, config.generator)
@@ -188,7 +200,8 @@ class VideoDiffusionPipeline:
         check_method(method)
         config = sampling_config(method_task(method, "extend"), config, **kwargs)
         if method == "cascade":
-            return conditional.cascade(self, prompt, num_frames, video, strategy, config)
+            return conditional.cascade(self, prompt, num_frames, video, strategy, config,
+                                       self.keyframe_pipe)
         return conditional.extend(self, video, num_frames, prompt, strategy, config)
 
     def predict(self, video, k: int, num_frames: int = 16, prompt="",
