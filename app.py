@@ -3,7 +3,8 @@
     python app.py            # http://127.0.0.1:7860 (0.0.0.0 on Spaces)
 
 Environment: GRADIO_SERVER_PORT / GRADIO_SERVER_NAME override the port / host, VDM_MODEL_DIR the
-model folder (default assets/model), VDM_NUM_THREADS the torch threads.
+model folder (default assets/model), VDM_KEYFRAME_MODEL_DIR the long-video cascade's keyframe
+model (default assets/keyframe_model with the shipped model), VDM_NUM_THREADS the torch threads.
 """
 
 import os

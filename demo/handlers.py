@@ -58,7 +58,7 @@ METHOD_TITLES = {"replacement": "Replacement", "lowpass": "Low-pass replacement"
                  "autoregressive": "Autoregressive extension", "cascade": "Keyframe cascade"}
 MODE_TITLES = {SUPER_RESOLVE: ("lowpass", "reconstruction"),
                LONG_VIDEO: ("autoregressive", "cascade")}  # the others: replacement, eq. 7
-FRAMESKIP_NOTE = (f"The served model was not trained with the frameskip input, so it samples "
+FRAMESKIP_NOTE = (f"The keyframe model was not trained with the frameskip input, so it samples "
                   f"the keyframes as if they were consecutive frames and they move "
                   f"{KEYFRAME_SKIP}x too slowly: the cascade is shown for the method, not for "
                   f"its quality.")
@@ -319,7 +319,7 @@ def long_video(source: str, world_index: int, upload: str | None, last_clip: dic
         source, world_index, upload, last_clip, num_frames, prompt, guidance_weight, w_r, steps,
         sampler, seed)
     k = check_conditioning_frames(k, num_frames, notes, pipe.config.num_frames)
-    if not pipe.config.frameskip_conditioning:
+    if not (pipe.keyframe_pipe or pipe).config.frameskip_conditioning:
         notes.infos.append(FRAMESKIP_NOTE)
     yield from _run_task(lambda c: tasks.long_video_task(pipe, src, num_frames, prompt, c, seed),
                          replace(config, k=k), seed, notes, src, progress)

@@ -1,6 +1,7 @@
 """Process-wide resources of the app: the pipeline (loaded once, lazily), threads, output files.
 
-The model folder is `$VDM_MODEL_DIR` when set, else the shipped `assets/model`. The pipeline is
+The model folder is `$VDM_MODEL_DIR` when set, else the shipped `assets/model` (with
+`assets/keyframe_model` drawing the long-video cascade's keyframes). The pipeline is
 loaded on first use under a lock, so concurrent requests share one copy; when the weights file
 changes on disk (a training run exporting newer weights) the next request loads the new weights.
 """
@@ -14,11 +15,12 @@ from pathlib import Path
 
 import torch
 
-from vdm_core.pipeline import DEFAULT_MODEL, VideoDiffusionPipeline
+from vdm_core.pipeline import DEFAULT_MODEL, VideoDiffusionPipeline, default_keyframe_model
 from vdm_core.text import get_text_encoder
 from vdm_core.unet3d import WEIGHTS_NAME
 
 MODEL_DIR_ENV = "VDM_MODEL_DIR"
+KEYFRAME_DIR_ENV = "VDM_KEYFRAME_MODEL_DIR"
 THREADS_ENV = "VDM_NUM_THREADS"
 OUTPUT_MAX_AGE_S = 3600.0
 
@@ -31,6 +33,14 @@ _output_dir: Path | None = None
 def model_dir() -> Path:
     """The model folder the app serves: $VDM_MODEL_DIR or assets/model."""
     return Path(os.environ.get(MODEL_DIR_ENV) or DEFAULT_MODEL)
+
+
+def keyframe_model_dir() -> Path | None:
+    """The model that draws the long-video cascade's keyframes: $VDM_KEYFRAME_MODEL_DIR, else
+    the shipped keyframe model when the app serves the shipped model, else None (the served
+    model then draws them itself)."""
+    chosen = os.environ.get(KEYFRAME_DIR_ENV)
+    return Path(chosen) if chosen else default_keyframe_model(model_dir())
 
 
 def num_threads() -> int:
@@ -47,25 +57,27 @@ def configure_threads() -> int:
     return threads
 
 
-def _weights_stamp(directory: Path) -> tuple[str, float]:
+def _weights_stamp(directory: Path, env: str = MODEL_DIR_ENV) -> tuple[str, float]:
     """Identity of the weights on disk: (folder, modification time of model.safetensors)."""
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(
             f"No trained model in {directory}: it needs config.json and {WEIGHTS_NAME}. "
-            f"Set {MODEL_DIR_ENV} to a model folder."
+            f"Set {env} to a model folder."
         )
     return str(directory.resolve()), weights.stat().st_mtime
 
 
 def get_pipeline() -> VideoDiffusionPipeline:
     """The shared pipeline (with its text encoder), loaded on the first call."""
-    directory = model_dir()
-    stamp = _weights_stamp(directory)
+    directory, keyframe = model_dir(), keyframe_model_dir()
+    stamp = (_weights_stamp(directory), keyframe and _weights_stamp(keyframe, KEYFRAME_DIR_ENV))
     with _pipeline_lock:
         if _cache.get("stamp") != stamp:
             configure_threads()
             pipe = VideoDiffusionPipeline.from_pretrained(directory, get_text_encoder())
+            if keyframe is not None:
+                pipe.with_keyframe_model(keyframe)
             _cache.update(stamp=stamp, pipe=pipe)
         return _cache["pipe"]
 

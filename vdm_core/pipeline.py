@@ -31,6 +31,17 @@ from vdm_core.unet3d import UNet3D
 from vdm_core.video_io import tensor_to_frames
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "model"
+DEFAULT_KEYFRAME_MODEL = DEFAULT_MODEL.parent / "keyframe_model"  # frameskip-4 keyframes
+
+
+def default_keyframe_model(model_path: str | Path) -> Path | None:
+    """The cascade's keyframe model for the model in `model_path`: the shipped keyframe model
+    when `model_path` is the shipped model and that folder holds weights, else None (the model
+    then draws the keyframes itself)."""
+    if Path(model_path).resolve() != DEFAULT_MODEL.resolve():
+        return None
+    return DEFAULT_KEYFRAME_MODEL if (DEFAULT_KEYFRAME_MODEL / "model.safetensors").is_file() \
+        else None
 _KEYWORDS = {"num_inference_steps": "steps", "guidance_weight": "w", "sampler": "sampler",
              "w_r": "w_r", "k": "k", "window": "window", "generator": "generator",
              "callback": "callback"}

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from vdm_core.conditional import METHODS
 from vdm_core.defaults import default_config
 from vdm_core.memory import retain_freed_memory
-from vdm_core.pipeline import DEFAULT_MODEL, VideoDiffusionPipeline
+from vdm_core.pipeline import DEFAULT_MODEL, VideoDiffusionPipeline, default_keyframe_model
 from vdm_core.samplers import SAMPLERS
 from vdm_core.video_io import MAX_READ_FRAMES, read_video, write_gif, write_mp4
 
@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--extend: conditioning frames per block (default: the library's)")
     parser.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR",
                         help="model folder (default: the shipped model)")
+    parser.add_argument("--keyframe-model", metavar="DIR",
+                        help="--method cascade: the model that draws the keyframes at frameskip "
+                             "4 (default: assets/keyframe_model with the shipped model)")
     parser.add_argument("--device", type=_device, default="cpu",
                         help="torch device, e.g. cpu or cuda (default: %(default)s)")
     parser.add_argument("--fps", type=_checked(float, lambda v: 0 < v <= 240,
@@ -134,6 +137,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--k applies only with --extend")
     if args.method != METHODS[0] and args.super_resolve:
         parser.error("--method applies to text-to-video and --extend, not --super-resolve")
+    if args.keyframe_model is not None and args.method != "cascade":
+        parser.error("--keyframe-model applies only with --method cascade")
     return args
 
 
@@ -187,9 +192,12 @@ class ProgressBar:
             self._bar.close()
 
 
-def load_pipeline(model: str, device: str) -> VideoDiffusionPipeline:
-    """The pipeline of the model folder `model` on `device` (FileNotFoundError if it is none)."""
-    return VideoDiffusionPipeline.from_pretrained(model, device=device)
+def load_pipeline(model: str, device: str,
+                  keyframe_model: str | Path | None = None) -> VideoDiffusionPipeline:
+    """The pipeline of the model folder `model` on `device` (FileNotFoundError if it is none),
+    with `keyframe_model` drawing the cascade's keyframes when given."""
+    pipe = VideoDiffusionPipeline.from_pretrained(model, device=device)
+    return pipe.with_keyframe_model(keyframe_model) if keyframe_model else pipe
 
 
 def read_source(args: argparse.Namespace, size: int) -> np.ndarray | None:
@@ -218,7 +226,10 @@ def generate(pipe: VideoDiffusionPipeline, args: argparse.Namespace, clip: np.nd
 
 def run(args: argparse.Namespace, seed: int) -> tuple[Path, int]:
     """Load the model, sample with a progress bar and write the video; (path, frame count)."""
-    pipe = load_pipeline(args.model, args.device)
+    keyframe_model = None
+    if args.method == "cascade":
+        keyframe_model = args.keyframe_model or default_keyframe_model(args.model)
+    pipe = load_pipeline(args.model, args.device, keyframe_model)
     clip = read_source(args, pipe.config.image_size)
     with contextlib.closing(ProgressBar()) as progress:
         out = generate(pipe, args, clip, seed, progress)
