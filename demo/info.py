@@ -45,9 +45,9 @@ is sampled *given* the last k frames already made (x^a), generating the new fram
 * **Keyframe cascade** (Fig. 2, the *Long video* mode): first sample keyframes, every 4th
   frame, with a model that takes the frameskip 4 as input (`assets/keyframe_model`; the
   shipped model then fills the frames between: the paper's two models); these decide the layout
-  of the whole video at once. Then interpolation fills the frames between at frameskip 1, adding only local
-  detail, so errors do not pile up block after block as in autoregressive extension, where each
-  block can only follow the last k frames.
+  of the whole video at once. Then interpolation fills the frames between at frameskip 1,
+  adding only local detail, so errors do not pile up block after block as in autoregressive
+  extension, where each block can only follow the last k frames.
 
 ### Reading the comparison plot
 *Change from the previous frame*: smooth motion gives a flat curve; a spike at a dashed block
