@@ -117,13 +117,17 @@ def summarise(labels: list[str], per_sample: Sequence[dict[str, float]],
 
 
 class Progress:
-    """A tqdm bar over the sampler steps of one job, driven by the PipelineStep callback."""
+    """A tqdm bar over the sampler steps of one job, driven by the PipelineStep callback; a
+    job in stages (the cascade's keyframes, then interpolation) adds each stage's steps."""
 
     def __init__(self, label: str):
         self.bar = tqdm(desc=label, leave=False, unit="step")
+        self.stage, self.offset = None, 0
 
     def __call__(self, step: PipelineStep) -> None:
-        self.bar.total = step.num_steps * step.num_blocks
+        if step.stage != self.stage:
+            self.stage, self.offset = step.stage, self.bar.n
+        self.bar.total = self.offset + step.num_steps * step.num_blocks
         self.bar.update(1)
 
     def close(self) -> None:
