@@ -29,7 +29,11 @@ from vdm_core.data import EVAL_SEEDS, world_clip  # noqa: E402
 from vdm_core.defaults import default_config  # noqa: E402
 from vdm_core.memory import retain_freed_memory  # noqa: E402
 from vdm_core.metrics import downsample  # noqa: E402
-from vdm_core.pipeline import DEFAULT_MODEL, VideoDiffusionPipeline  # noqa: E402
+from vdm_core.pipeline import (  # noqa: E402
+    DEFAULT_MODEL,
+    VideoDiffusionPipeline,
+    default_keyframe_model,
+)
 
 START, END = "<!-- extend:start -->", "<!-- extend:end -->"
 # (label, what is timed, frames, target seconds)
@@ -113,6 +117,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = VideoDiffusionPipeline.from_pretrained(args.model)
+    keyframe_model = default_keyframe_model(args.model)  # as the app attaches it
+    if keyframe_model is not None:
+        pipe.with_keyframe_model(keyframe_model)
     pipe.text_encoder.encode(["warm up"])  # load the text encoder outside the timings
     rows = run_cases(pipe, args.steps)
     if args.write_docs:
