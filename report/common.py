@@ -51,6 +51,12 @@ MOTION_LIMIT = (
 QUICK = dict(samples=2, steps=8, w_r_grid=(DEFAULT_W_R,), tuning_rows=False)
 
 
+def display_path(path: Path) -> str:
+    """path relative to the repository root where it lies inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def task_config(task: str, s: Settings, **overrides) -> SamplingConfig:
     """The task's default SamplingConfig with the run's steps and w where it sets them."""
     chosen = {"steps": s.steps, "w": s.guidance_weight}

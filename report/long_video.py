@@ -90,14 +90,13 @@ def length_table(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm, frames:
     trained = keyframe_model.config.frameskip_conditioning
     keys = (("trajectory_error_px", f"trajectory error over the last {len(tail)} frames (px)"),
             ("colour_persistence", "colour kept"), ("shape_persistence", "shape kept"))
-    diffs = [f"{header}: " + paired_difference(per_method["autoregressive"],
-                                               per_method["cascade"], key).text()
-             for key, header in keys]
-    separated = paired_difference(per_method["autoregressive"], per_method["cascade"],
-                                  "trajectory_error_px")
+    diffs = {key: paired_difference(per_method["autoregressive"], per_method["cascade"], key)
+             for key, _ in keys}
+    separated = diffs["trajectory_error_px"]
     table.notes = [
         "Paired differences cascade minus autoregressive (trajectory error: negative = cascade "
-        "better; kept: positive = cascade better): " + "; ".join(diffs) + ".",
+        "better; kept: positive = cascade better): "
+        + "; ".join(f"{header}: {diffs[key].text()}" for key, header in keys) + ".",
         "",
         f"Input: the first {window} frames of {s.samples} held-out world clips "
         f"(EVAL_SEEDS[{first}:{stop}]), prompt = caption, reconstruction guidance (eq. 7) at "

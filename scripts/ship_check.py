@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from report.common import display_path
 from report.denoising import LOGSNRS, denoising_errors
 from report.stats import t_interval
 from vdm_core.data import EVAL_SEEDS, world_window
@@ -37,25 +38,24 @@ KINDS = {  # name: (start of each window, frameskip)
 }
 
 
-def errors_for(model: UNet3D, kind: str, prompts: str, n: int) -> np.ndarray:
-    """(len(LOGSNRS), clips) denoising errors of `model` on one kind of clip, with the clips'
-    captions (prompts == "caption") or the empty prompt."""
+def errors_for(models: dict[str, UNet3D], kind: str, prompts: str,
+               n: int) -> dict[str, np.ndarray]:
+    """{name: (len(LOGSNRS), clips) denoising errors} of each model on the same n clips of one
+    kind, with the clips' captions (prompts == "caption") or the empty prompt."""
     start, frameskip = KINDS[kind]
-    cfg = model.config
+    cfg = next(iter(models.values())).config
     clips = [world_window(s, cfg.num_frames, cfg.image_size, start(i), frameskip)
              for i, s in enumerate(HELD_OUT[:n])]
     x = torch.stack([frames_to_tensor(c.frames) for c in clips])  # (B, C, T, H, W)
     text = [c.caption if prompts == "caption" else "" for c in clips]
     states, mask = get_text_encoder().encode(text)
-    frameskip_arg = frameskip if model.config.frameskip_conditioning else None
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        return denoising_errors(model.eval(), x, states, mask, frameskip=frameskip_arg)
-
-
-def shown(path: Path) -> str:
-    """path relative to the repository root where it lies inside it."""
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    errors = {}
+    for name, model in models.items():
+        frameskip_arg = frameskip if model.config.frameskip_conditioning else None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            errors[name] = denoising_errors(model.eval(), x, states, mask,
+                                            frameskip=frameskip_arg)
+    return errors
 
 
 def steps_of(path: Path) -> int:
@@ -77,8 +77,8 @@ def main(argv=None) -> None:
     levels = " | ".join(f"logsnr {v:+g}" for v in LOGSNRS)
     lines = [
         "# Ship check: paired held-out loss", "",
-        f"Candidate `{shown(args.candidate)}` ({steps_of(args.candidate):,} training steps "
-        f"over all phases) against baseline `{shown(args.baseline)}` "
+        f"Candidate `{display_path(args.candidate)}` ({steps_of(args.candidate):,} training steps "
+        f"over all phases) against baseline `{display_path(args.baseline)}` "
         f"({steps_of(args.baseline):,} steps). "
         f"Each cell: the candidate's denoising error minus the baseline's, ||x_hat - x||^2 per "
         f"pixel, mean and 95% t-interval over {args.clips} held-out clips paired by clip "
@@ -90,8 +90,8 @@ def main(argv=None) -> None:
     verdicts = []
     for kind in KINDS:
         for prompts in ("caption", "empty"):
-            base, cand = (errors_for(models[m], kind, prompts, args.clips) for m in ("baseline",
-                                                                          "candidate"))
+            errors = errors_for(models, kind, prompts, args.clips)
+            base, cand = errors["baseline"], errors["candidate"]
             diff = cand - base  # (L, B)
             mean = t_interval(diff.mean(axis=0))
             verdicts.append(mean.hi < 0)

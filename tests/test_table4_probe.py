@@ -1,25 +1,15 @@
 """scripts/table4_probe.py: the joint video-image training arms differ only in image frames."""
 
-import importlib.util
 import json
-from pathlib import Path
+
+from conftest import load_script
 
 from report import table4
 from vdm_core.records import STATE_NAME
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_probe():
-    spec = importlib.util.spec_from_file_location("table4_probe", ROOT / "scripts" /
-                                                  "table4_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_probe_trains_one_arm_per_image_count_and_writes_the_table(tmp_path):
-    probe = load_probe()
+    probe = load_script("table4_probe")
     out = tmp_path / "table4.md"
     probe.main(["--steps", "2", "--samples", "2", "--sample-steps", "1", "--base-channels", "8",
                 "--batch", "2", "--work", str(tmp_path / "runs"), "--out", str(out)])
