@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from vdm_core.records import export_from_checkpoint
-from vdm_core.train import TrainConfig, check_config, lr_at, parse_args, parse_frameskips
+from vdm_core.train import TrainConfig, check_config, load_init, lr_at, parse_args, parse_frameskips
+from vdm_core.unet3d import UNet3D
 
 TINY = ["--batch-size", "2", "--base-channels", "16", "--channel-mults", "1,2",
         "--attn-resolutions", "4", "--head-dim", "8", "--image-size", "8", "--num-frames", "4",
@@ -265,3 +266,19 @@ def test_cli_frameskip_options():
         parse_frameskips("1,0")
     with pytest.raises(ValueError, match="--frame-skip with a video folder"):
         check_config(TrainConfig(data="/videos", frameskips="1,4"))
+
+
+def test_temporal_resolutions_grow_the_init_weights_into_the_same_function(tmp_path):
+    base = run_train(tmp_path / "base", 1, "--export-dir", str(tmp_path / "base_export"))
+    assert base.wait(timeout=300) == 0, base.stdout.read()
+    cfg, model_cfg = parse_args([*TINY, "--temporal-resolutions", "8", "--init-from",
+                                 str(tmp_path / "base_export")])
+    assert model_cfg.temporal_resolutions == (8,)
+    init = load_init(cfg.init_from, model_cfg)
+    saved = UNet3D.from_pretrained(tmp_path / "base_export")
+    assert init.config == model_cfg and len(init.state_dict()) > len(saved.state_dict())
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 3, 4, 8, 8, generator=g)  # (B, C, T, H, W)
+    logsnr = torch.tensor([-3.0, 2.0])
+    with torch.no_grad():
+        assert torch.equal(init(z, logsnr), saved(z, logsnr))

@@ -9,7 +9,7 @@ import torch
 
 from vdm_core.attention import packed_attention, relative_position_bucket, temporal_attention_mask
 from vdm_core.diffusion import model_denoiser
-from vdm_core.unet3d import UNet3D, UNetConfig, backprop_frames
+from vdm_core.unet3d import TemporalAttention, UNet3D, UNetConfig, backprop_frames
 
 TINY = UNetConfig(base_channels=16, channel_mults=(1, 2), attn_resolutions=(8, 4), head_dim=8,
                   image_size=8, text_heads=2)
@@ -256,3 +256,38 @@ def test_shipped_weights_gain_the_frameskip_input_with_outputs_unchanged():
     with torch.no_grad():
         want = shipped(z, logsnr, states, mask)
         assert torch.equal(converted(z, logsnr, states, mask, frameskip=4), want)
+
+
+def test_temporal_attention_at_full_resolution_starts_as_an_exact_zero_then_mixes(
+        tmp_path, randomized_unet):
+    base_cfg = replace(TINY, attn_resolutions=(4,))
+    model = randomized_unet(base_cfg)
+    with torch.no_grad():
+        for block in model.modules():  # no temporal mixing anywhere: frames independent
+            if isinstance(block, TemporalAttention):
+                block.out.weight.zero_()
+                block.out.bias.zero_()
+    model.save_pretrained(tmp_path)
+    grown = UNet3D.from_pretrained(tmp_path, temporal_resolutions=(8,))
+    added = [m for m in grown.modules() if isinstance(m, TemporalAttention)]
+    assert len(added) == len([m for m in model.modules() if isinstance(m, TemporalAttention)]) + 3
+    assert grown.tail_start > model.tail_start  # full-resolution stages now mix frames
+    z, logsnr, states, mask = inputs(1, 4)
+    with torch.no_grad():
+        assert torch.equal(grown(z, logsnr, states, mask), model(z, logsnr, states, mask))
+        for block in added:
+            block.out.weight.normal_(0, 0.2)
+        nudged = z.clone()
+        nudged[:, :, 0] += 1.0  # change frame 0 only
+        torch.testing.assert_close(model(z, logsnr, states, mask)[:, :, 1:],
+                                   model(nudged, logsnr, states, mask)[:, :, 1:])
+        out, out_nudged = grown(z, logsnr, states, mask), grown(nudged, logsnr, states, mask)
+        assert (out[:, :, 3] - out_nudged[:, :, 3]).abs().max() > 1e-4
+        images = torch.zeros(1, dtype=torch.long)  # every frame an independent image
+        out, out_nudged = (grown(x, logsnr, states, mask, num_video_frames=images)
+                           for x in (z, nudged))
+        torch.testing.assert_close(out[:, :, 1:], out_nudged[:, :, 1:])
+    grown.save_pretrained(tmp_path / "grown")
+    assert UNet3D.from_pretrained(tmp_path / "grown").config.temporal_resolutions == (8,)
+    with pytest.raises(RuntimeError, match="unexpected"):
+        UNet3D.from_pretrained(tmp_path / "grown", temporal_resolutions=())

@@ -255,10 +255,12 @@ def setup_device(cfg: TrainConfig) -> tuple[torch.device, int, bool]:
 
 
 def load_init(init_from: str, model_cfg: UNetConfig) -> UNet3D:
-    """The --init-from weights for a model of `model_cfg`. With --frameskip-conditioning on
-    weights trained without it, the frameskip input is added zero-initialised, so training
-    starts from exactly the model those weights compute."""
+    """The --init-from weights for a model of `model_cfg`. With --frameskip-conditioning or
+    --temporal-resolutions on weights trained without them, the new layers are added with their
+    output at zero, so training starts from exactly the model those weights compute."""
     overrides = {"frameskip_conditioning": True} if model_cfg.frameskip_conditioning else {}
+    if model_cfg.temporal_resolutions:
+        overrides["temporal_resolutions"] = model_cfg.temporal_resolutions
     init = UNet3D.from_pretrained(init_from, **overrides)
     if init.config != model_cfg:
         raise ValueError(f"--init-from {init_from} holds a different model config")
@@ -450,6 +452,10 @@ def parse_args(argv=None) -> tuple[TrainConfig, UNetConfig]:
     parser.add_argument("--num-res-blocks", type=int, default=model_defaults.num_res_blocks)
     parser.add_argument("--attn-resolutions",
                         default=",".join(map(str, model_defaults.attn_resolutions)))
+    parser.add_argument("--temporal-resolutions",
+                        default=",".join(map(str, model_defaults.temporal_resolutions)),
+                        help="resolutions that get temporal attention alone (no spatial "
+                             "attention), e.g. 32 for temporal mixing at full resolution")
     parser.add_argument("--head-dim", type=int, default=model_defaults.head_dim)
     parser.add_argument("--dropout", type=float, default=model_defaults.dropout)
     parser.add_argument("--image-size", type=int, default=model_defaults.image_size)
@@ -466,7 +472,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, UNetConfig]:
     model_cfg = UNetConfig(
         base_channels=args.pop("base_channels"), channel_mults=ints(args.pop("channel_mults")),
         num_res_blocks=args.pop("num_res_blocks"),
-        attn_resolutions=ints(args.pop("attn_resolutions")), head_dim=args.pop("head_dim"),
+        attn_resolutions=ints(args.pop("attn_resolutions")),
+        temporal_resolutions=ints(args.pop("temporal_resolutions")), head_dim=args.pop("head_dim"),
         dropout=args.pop("dropout"), image_size=args.pop("image_size"),
         parameterization=args.pop("parameterization"),
         frameskip_conditioning=args.pop("frameskip_conditioning"))

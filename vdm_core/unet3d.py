@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -71,6 +71,7 @@ class UNetConfig:
     num_frames: int = 16
     parameterization: str = "v"
     frameskip_conditioning: bool = False
+    temporal_resolutions: tuple[int, ...] = ()  # temporal attention alone (no spatial) here
 
     @property
     def emb_dim(self) -> int:
@@ -84,7 +85,7 @@ class UNetConfig:
         """The config of a saved dict; fields it lacks (older config.json files) keep their
         defaults, so a model saved before `frameskip_conditioning` existed loads with it off."""
         d = dict(d)
-        for key in ("channel_mults", "attn_resolutions"):
+        for key in ("channel_mults", "attn_resolutions", "temporal_resolutions"):
             if key in d:
                 d[key] = tuple(d[key])
         return cls(**d)
@@ -325,8 +326,8 @@ class UNet3D(nn.Module):
 
         self.norm_out = frame_norm(ch)
         self.conv_out = zero_init(SpaceConv(ch, cfg.channels))
-        has_attention = [any(isinstance(m, AttentionBlock) for m in stage.modules())
-                         for stage in self.up]
+        has_attention = [any(isinstance(m, (AttentionBlock, TemporalAttention))
+                             for m in stage.modules()) for stage in self.up]
         # self.up[tail_start:] and the output layers act on each frame alone (`backprop_frames`)
         self.tail_start = max((i + 1 for i, a in enumerate(has_attention) if a), default=0)
 
@@ -334,6 +335,10 @@ class UNet3D(nn.Module):
         blocks = [ResBlock(c_in, c_out, self.config.emb_dim, self.config.dropout)]
         if res in self.config.attn_resolutions:
             blocks.append(AttentionBlock(c_out, self.config))
+        elif res in self.config.temporal_resolutions:
+            blocks.append(TemporalAttention(c_out, self.config.head_dim,
+                                            self.config.rel_pos_buckets,
+                                            self.config.rel_pos_max_distance))
         return nn.ModuleList(blocks)
 
     def embed(self, logsnr: torch.Tensor, text_states, text_mask,
@@ -441,9 +446,11 @@ class UNet3D(nn.Module):
     def from_pretrained(cls, directory: str | Path, **config_overrides) -> "UNet3D":
         """Load a model written by `save_pretrained`, as float32.
 
-        `config_overrides` replace fields of the saved config. `frameskip_conditioning=True` on
-        weights saved without it adds the frameskip input with its zero-initialised last layer,
-        so the loaded model's outputs equal the saved model's bit for bit, at any frameskip.
+        `config_overrides` replace fields of the saved config. They may grow the model by layers
+        whose output starts at zero: `frameskip_conditioning=True` on weights saved without it
+        adds the frameskip input, and extra `temporal_resolutions` add temporal attention at
+        those resolutions. The loaded model's outputs then equal the saved model's bit for bit
+        (at any frameskip); any other mismatch between weights and config is refused.
         """
         from safetensors.torch import load_file
 
@@ -456,8 +463,9 @@ class UNet3D(nn.Module):
         model = cls(UNetConfig.from_dict({**asdict(saved), **config_overrides}))
         state = {k: v.float() for k, v in load_file(str(directory / WEIGHTS_NAME)).items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
-        added = [] if saved.frameskip_conditioning else [
-            k for k in model.state_dict() if k.startswith("frameskip_mlp.")]
+        ungrown = cls(replace(model.config, frameskip_conditioning=saved.frameskip_conditioning,
+                              temporal_resolutions=saved.temporal_resolutions))
+        added = set(model.state_dict()) - set(ungrown.state_dict())
         if unexpected or sorted(missing) != sorted(added):
             raise RuntimeError(f"weights in {directory} do not fit the config: missing "
                                f"{sorted(set(missing) - set(added))}, unexpected {unexpected}")
