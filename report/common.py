@@ -51,6 +51,16 @@ MOTION_LIMIT = (
 QUICK = dict(samples=2, steps=8, w_r_grid=(DEFAULT_W_R,), tuning_rows=False)
 
 
+def write_section(path: Path, section: str, name: str) -> None:
+    """Put `section` between the markers `<!-- name:start -->` and `<!-- name:end -->` of the
+    markdown file `path`, appending them at its end when they are not there yet."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text()
+    head = text[:text.index(start)] if start in text else text.rstrip() + "\n\n"
+    tail = text[text.index(end) + len(end):] if end in text else "\n"
+    path.write_text(f"{head}{start}\n{section}\n{end}{tail}")
+
+
 def display_path(path: Path) -> str:
     """path relative to the repository root where it lies inside it."""
     path = Path(path).resolve()

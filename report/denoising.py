@@ -3,9 +3,12 @@
 import numpy as np
 import torch
 
+from vdm_core.data import EVAL_SEEDS, world_window
 from vdm_core.diffusion import model_denoiser
 from vdm_core.schedule import q_sample
+from vdm_core.text import get_text_encoder
 from vdm_core.unet3d import UNet3D
+from vdm_core.video_io import frames_to_tensor
 
 LOGSNRS = (-6.0, -3.0, 0.0, 3.0, 6.0)
 CHUNK = 8  # clips per forward pass
@@ -32,3 +35,32 @@ def denoising_errors(model: UNet3D, x: torch.Tensor, states: torch.Tensor,
         x_hat = torch.cat([denoise(z[part], level[part]) for part, denoise in chunks])
         errors.append((x_hat.float() - x).pow(2).mean(dim=(1, 2, 3, 4)).numpy())
     return np.stack(errors)
+
+
+HELD_OUT = EVAL_SEEDS[:64]  # the recipe probe's held-out clips (docs/recipe.md) and more
+KINDS = {  # name: (start of each held-out window, frameskip)
+    "world clips (start 0, frameskip 1)": (lambda i: 0, 1),
+    "later windows (start 4..44, frameskip 1)": (lambda i: 4 + (i * 8) % 44, 1),
+    "frameskip-4 windows (start 0)": (lambda i: 0, 4),
+}
+
+
+def window_errors(models: dict[str, UNet3D], kind: str, prompts: str,
+                  n: int) -> dict[str, np.ndarray]:
+    """{name: (len(LOGSNRS), clips) denoising errors} of each model on the same n held-out
+    windows of one of KINDS, with their captions (prompts == "caption") or the empty prompt:
+    paired clip by clip and noise draw across the models."""
+    start, frameskip = KINDS[kind]
+    cfg = next(iter(models.values())).config
+    clips = [world_window(s, cfg.num_frames, cfg.image_size, start(i), frameskip)
+             for i, s in enumerate(HELD_OUT[:n])]
+    x = torch.stack([frames_to_tensor(c.frames) for c in clips])  # (B, C, T, H, W)
+    text = [c.caption if prompts == "caption" else "" for c in clips]
+    states, mask = get_text_encoder().encode(text)
+    errors = {}
+    for name, model in models.items():
+        frameskip_arg = frameskip if model.config.frameskip_conditioning else None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            errors[name] = denoising_errors(model.eval(), x, states, mask,
+                                            frameskip=frameskip_arg)
+    return errors

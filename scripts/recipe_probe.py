@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from report.common import write_section
 from report.denoising import LOGSNRS, denoising_errors
 from vdm_core.baselines import constant_velocity, hold_nearest
 from vdm_core.conditional import predict
@@ -48,7 +49,7 @@ RECIPES = (  # (parameterization, weighting): the shipped recipe first
 )
 HELD_OUT = EVAL_SEEDS[:32]
 COMMAND = "nice -n 5 .venv/bin/python scripts/recipe_probe.py"
-START, END = "<!-- diagnosis:start -->", "<!-- diagnosis:end -->"
+START = "<!-- diagnosis:start -->"
 
 
 def diagnosis(model_dir: Path, samples: int, steps: int) -> str:
@@ -128,7 +129,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     if args.diagnose:
-        write_between(Path(args.out), diagnosis(args.diagnose, args.samples, args.steps))
+        write_section(Path(args.out), diagnosis(args.diagnose, args.samples, args.steps),
+                      "diagnosis")
         return
     t0 = time.time()
     clips = [world_clip(seed) for seed in HELD_OUT]
@@ -179,14 +181,6 @@ threads.
     kept = old[old.index(START):] if START in old else ""
     Path(args.out).write_text(text + ("\n" + kept if kept else ""))
     print(text)
-
-
-def write_between(path: Path, section: str) -> None:
-    """Put `section` between the diagnosis markers at the end of `path`."""
-    text = path.read_text()
-    head = text[:text.index(START)] if START in text else text.rstrip() + "\n\n"
-    tail = text[text.index(END) + len(END):] if END in text else "\n"
-    path.write_text(f"{head}{START}\n{section}\n{END}{tail}")
 
 
 if __name__ == "__main__":

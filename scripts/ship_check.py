@@ -17,47 +17,15 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from report.common import display_path
-from report.denoising import LOGSNRS, denoising_errors
+from report.denoising import HELD_OUT, KINDS, LOGSNRS, window_errors
 from report.stats import t_interval
-from vdm_core.data import EVAL_SEEDS, world_window
 from vdm_core.records import training_phases
-from vdm_core.text import get_text_encoder
 from vdm_core.unet3d import UNet3D
-from vdm_core.video_io import frames_to_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
-HELD_OUT = EVAL_SEEDS[:64]  # the recipe probe's held-out clips (docs/recipe.md) and more
-KINDS = {  # name: (start of each window, frameskip)
-    "world clips (start 0, frameskip 1)": (lambda i: 0, 1),
-    "later windows (start 4..44, frameskip 1)": (lambda i: 4 + (i * 8) % 44, 1),
-    "frameskip-4 windows (start 0)": (lambda i: 0, 4),
-}
-
-
-def errors_for(models: dict[str, UNet3D], kind: str, prompts: str,
-               n: int) -> dict[str, np.ndarray]:
-    """{name: (len(LOGSNRS), clips) denoising errors} of each model on the same n clips of one
-    kind, with the clips' captions (prompts == "caption") or the empty prompt."""
-    start, frameskip = KINDS[kind]
-    cfg = next(iter(models.values())).config
-    clips = [world_window(s, cfg.num_frames, cfg.image_size, start(i), frameskip)
-             for i, s in enumerate(HELD_OUT[:n])]
-    x = torch.stack([frames_to_tensor(c.frames) for c in clips])  # (B, C, T, H, W)
-    text = [c.caption if prompts == "caption" else "" for c in clips]
-    states, mask = get_text_encoder().encode(text)
-    errors = {}
-    for name, model in models.items():
-        frameskip_arg = frameskip if model.config.frameskip_conditioning else None
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            errors[name] = denoising_errors(model.eval(), x, states, mask,
-                                            frameskip=frameskip_arg)
-    return errors
-
-
 def steps_of(path: Path) -> int:
     return sum(phase.get("step", 0) for phase in training_phases(path))
 
@@ -90,7 +58,7 @@ def main(argv=None) -> None:
     verdicts = []
     for kind in KINDS:
         for prompts in ("caption", "empty"):
-            errors = errors_for(models, kind, prompts, args.clips)
+            errors = window_errors(models, kind, prompts, args.clips)
             base, cand = errors["baseline"], errors["candidate"]
             diff = cand - base  # (L, B)
             mean = t_interval(diff.mean(axis=0))

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from report.__main__ import main
-from report.common import Table, summarise
+from report.common import Table, summarise, write_section
 from report.extension import verdict
 from report.stats import Cell, paired_difference, t_interval, wilson
 from vdm_core.unet3d import UNetConfig
@@ -110,3 +110,16 @@ def test_one_command_writes_every_table_and_picture(tmp_path, randomized_unet):
         assert (out.parent / "results" / f"{name}.png").stat().st_size > 1000, name
     with pytest.raises(ValueError, match="--frames"):
         main(["--model", str(model), "--frames", "8", "--out", str(out)])
+
+
+def test_write_section_appends_once_then_replaces_between_its_markers(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Title\n\nintro\n")
+    write_section(doc, "first", "arms")
+    write_section(doc, "diag", "diagnosis")
+    assert doc.read_text() == ("# Title\n\nintro\n\n<!-- arms:start -->\nfirst\n<!-- arms:end -->"
+                               "\n\n<!-- diagnosis:start -->\ndiag\n<!-- diagnosis:end -->\n")
+    write_section(doc, "second\nrow", "arms")
+    assert doc.read_text() == ("# Title\n\nintro\n\n<!-- arms:start -->\nsecond\nrow\n"
+                               "<!-- arms:end -->\n\n<!-- diagnosis:start -->\ndiag\n"
+                               "<!-- diagnosis:end -->\n")

@@ -1,0 +1,140 @@
+"""Which change to the recipe helps the model we ship? Equal-compute fine-tuning arms from it.
+
+    nice -n 5 .venv/bin/python scripts/finetune_arms.py [--steps 320] [--threads 1]
+
+Every arm continues `assets/model` with `vdm_core.train` for the same number of steps on the same
+data stream (batch 8 world clips, the same seed, so the same clips, noise and dropout draws in
+every arm) and changes one thing against the control arm: the learning rate, the conditioning
+dropout, the loss weighting, or temporal attention at full resolution (32x32, added with its
+output at zero, so every arm starts from exactly the shipped function). Each arm's EMA weights
+are then scored by the paired held-out denoising error of `scripts/ship_check.py`
+(`report.denoising.window_errors`): against the shipped model (is the continuation better than
+where it started?) and against the control arm (is the change better than the plain
+continuation at equal compute?). Writes the section between the `arms` markers of
+docs/recipe.md.
+
+Arms train in --work (default ~/.cache/vdm/arms), one folder each, and resume: an arm whose
+checkpoint has reached --steps is not trained again, so a killed run loses at most one arm's
+last 10 minutes. About 12 minutes per arm on one CPU thread at the default 320 steps.
+"""
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from report.common import write_section
+from report.denoising import window_errors
+from report.stats import t_interval
+from vdm_core.train import TrainConfig, train
+from vdm_core.unet3d import UNet3D, UNetConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTROL = "control: lr 4e-5"
+ARMS = {  # name: (TrainConfig changes, UNetConfig changes); the control first
+    CONTROL: ({}, {}),
+    "lr 3e-4 (the GPU phases' rate)": ({"lr": 3e-4}, {}),
+    "cond-drop 0.2": ({"cond_drop": 0.2}, {}),
+    "v_mse weighting": ({"weighting": "v_mse"}, {}),
+    "temporal attention at 32x32": ({}, {"temporal_resolutions": (32,)}),
+}
+SCORED = ("world clips (start 0, frameskip 1)", "later windows (start 4..44, frameskip 1)")
+SLUG = {name: "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
+        for name in ARMS}
+
+
+def arm_configs(name: str, steps: int, work: Path, init: Path, threads: int,
+                ) -> tuple[TrainConfig, UNetConfig]:
+    """The training and model configs of one arm: the control's, with the arm's changes."""
+    out = work / SLUG[name]
+    model_base = UNet3D.from_pretrained(init).config
+    base = TrainConfig(out_dir=str(out), steps=steps, lr=4e-5, warmup_steps=20,
+                       ema_decay=0.995, seed=7, sample_every=0, threads=threads,
+                       num_frames=model_base.num_frames, init_from=str(init),
+                       export_dir=str(out / "export"))
+    train_changes, model_changes = ARMS[name]
+    return replace(base, **train_changes), replace(model_base, **model_changes)
+
+
+def run_arm(name: str, steps: int, work: Path, init: Path, threads: int) -> tuple[UNet3D, float]:
+    """Train (or resume, or skip when done) one arm; its EMA weights and training minutes."""
+    cfg, model_cfg = arm_configs(name, steps, work, init, threads)
+    timing = Path(cfg.out_dir) / "train_minutes.txt"
+    export = Path(cfg.export_dir)
+    if not (timing.exists() and (export / "model.safetensors").exists()):
+        started = time.time()
+        train(cfg, model_cfg)
+        timing.write_text(f"{(time.time() - started) / 60:.1f}\n")
+    return UNet3D.from_pretrained(export), float(timing.read_text())
+
+
+def cell(diff: np.ndarray) -> str:
+    """Mean over levels of a (levels, clips) paired difference, with its 95% interval."""
+    return t_interval(diff.mean(axis=0)).text(4)
+
+
+def section(errors: dict, minutes: dict, steps: int, clips: int, init: Path, took: float) -> str:
+    """The markdown of the arms section from {(kind, prompt): {model: (L, B) errors}}."""
+    columns = [(kind, prompt) for kind in SCORED for prompt in ("caption", "empty")]
+    heads = " | ".join(f"{kind.split(' (')[0]}, {prompt}" for kind, prompt in columns)
+    lines = [
+        "## Recipe arms at equal compute, from the shipped model", "",
+        f"Each arm continued `{init.relative_to(ROOT) if init.is_relative_to(ROOT) else init}` "
+        f"for {steps} steps of batch {TrainConfig().batch_size} (the same clips, noise and "
+        "dropout draws in every arm; warmup 20 steps; EMA decay 0.995) and changed one thing "
+        f"against the control arm (lr 4e-5, cond-drop {TrainConfig().cond_drop}, "
+        f"{TrainConfig().weighting} weighting). Cells: the arm's held-out denoising error minus "
+        "the reference's, ||x_hat - x||^2 per pixel averaged over log-SNR -6, -3, 0, 3, 6, mean "
+        f"and 95% t-interval over {clips} held-out clips paired by clip and noise (negative: the "
+        "arm is better). 'caption' denoises with the clip's caption, 'empty' with the empty "
+        "prompt (the unconditional model).", "",
+        "Against the shipped model (did the continuation improve on where it started?):", "",
+        f"| arm | train min | {heads} |", "|---|---|" + "---|" * len(columns)]
+    for name in ARMS:
+        lines.append(f"| {name} | {minutes[name]:.0f} | " + " | ".join(
+            cell(errors[c][name] - errors[c]["shipped"]) for c in columns) + " |")
+    lines += ["", "Against the control arm (is the change better than the plain continuation at "
+              "equal compute?); the low-SNR columns are log-SNR -3, where the diagnosis above "
+              "found the unconditional model weak:", "",
+              f"| arm | {heads} | world clips, empty, log-SNR -3 |",
+              "|---|" + "---|" * (len(columns) + 1)]
+    low = ("world clips (start 0, frameskip 1)", "empty")
+    for name in list(ARMS)[1:]:
+        diff = errors[low][name] - errors[low][CONTROL]
+        lines.append(f"| {name} | " + " | ".join(
+            cell(errors[c][name] - errors[c][CONTROL]) for c in columns)
+            + f" | {t_interval(diff[1]).text(4)} |")
+    lines += ["", f"Generated in {took:.0f} min by `nice -n 5 .venv/bin/python "
+              f"scripts/finetune_arms.py --steps {steps}`."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=320)
+    parser.add_argument("--clips", type=int, default=64, help="held-out clips per kind")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", type=Path, default=ROOT / "assets" / "model")
+    parser.add_argument("--work", type=Path, default=Path("~/.cache/vdm/arms").expanduser())
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "recipe.md")
+    args = parser.parse_args(argv)
+    t0 = time.time()
+    models, minutes = {"shipped": UNet3D.from_pretrained(args.init)}, {}
+    for name in ARMS:
+        print(f"arm: {name}", flush=True)
+        models[name], minutes[name] = run_arm(name, args.steps, args.work, args.init,
+                                              args.threads)
+    torch.set_num_threads(args.threads)
+    errors = {(kind, prompt): window_errors(models, kind, prompt, args.clips)
+              for kind in SCORED for prompt in ("caption", "empty")}
+    text = section(errors, minutes, args.steps, args.clips, args.init.resolve(),
+                   (time.time() - t0) / 60)
+    write_section(args.out, text, "arms")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""scripts/finetune_arms.py: equal-compute fine-tuning arms from a shipped model."""
+
+import torch
+from conftest import load_script
+
+from vdm_core.unet3d import UNet3D, UNetConfig
+
+TINY = UNetConfig(base_channels=8, channel_mults=(1, 2), attn_resolutions=(16,), head_dim=8,
+                  text_heads=2, image_size=32, num_frames=4)
+
+
+def table_rows(text: str, title: str) -> list[list[str]]:
+    part = text[text.index(title):].split("\n\n")[1]
+    return [line.split(" | ") for line in part.splitlines()[2:]]
+
+
+def test_arms_train_from_the_init_score_paired_and_resume_without_retraining(
+        tmp_path, randomized_unet):
+    script = load_script("finetune_arms")
+    randomized_unet(TINY).save_pretrained(tmp_path / "init")
+    doc = tmp_path / "recipe.md"
+    doc.write_text("# Recipe\n\nKept above the section.\n")
+    argv = ["--steps", "2", "--clips", "3", "--init", str(tmp_path / "init"), "--work",
+            str(tmp_path / "work"), "--out", str(doc)]
+    script.main(argv)
+    text = doc.read_text()
+    assert text.startswith("# Recipe\n\nKept above the section.\n\n<!-- arms:start -->")
+    shipped = table_rows(text, "Against the shipped model")
+    assert [row[0].lstrip("| ") for row in shipped] == list(script.ARMS)
+    versus = table_rows(text, "Against the control arm")
+    assert [row[0].lstrip("| ") for row in versus] == list(script.ARMS)[1:]
+
+    exports = {name: tmp_path / "work" / script.SLUG[name] / "export" for name in script.ARMS}
+    control = UNet3D.from_pretrained(exports[script.CONTROL]).state_dict()
+    init = UNet3D.from_pretrained(tmp_path / "init").state_dict()
+    assert any(not torch.equal(control[k], init[k]) for k in init)
+    fast = UNet3D.from_pretrained(exports["lr 3e-4 (the GPU phases' rate)"]).state_dict()
+    assert any(not torch.equal(control[k], fast[k]) for k in control)
+    grown = UNet3D.from_pretrained(exports["temporal attention at 32x32"])
+    assert grown.config.temporal_resolutions == (32,) and len(grown.state_dict()) > len(init)
+
+    checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/checkpoint.pt")}
+    assert len(checkpoints) == len(script.ARMS)
+    script.main(argv)  # every arm is done: nothing retrains, and the scores are the same
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints
+    again = doc.read_text()
+    assert again.count("<!-- arms:start -->") == 1
+    assert table_rows(again, "Against the control arm") == versus
