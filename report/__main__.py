@@ -5,6 +5,7 @@
 
 import argparse
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from report import (
     super_resolution,
     table4,
 )
-from report.common import DOCS, QUICK, Settings, display_path
+from report.common import DOCS, QUICK, Settings, display_path, write_section
 from vdm_core.outputs import MAX_FRAMES
 from vdm_core.pipeline import DEFAULT_MODEL, VideoDiffusionPipeline
 from vdm_core.records import training_phases
@@ -43,7 +44,8 @@ def build(pipe: VideoDiffusionPipeline, s: Settings, model_path: Path, quick: bo
     start = time.perf_counter()
     outer = tqdm(total=sum(SECTIONS[name].jobs(s) for name in s.sections), desc="report",
                  unit="job")
-    parts = [SECTIONS[name].section(pipe, s, outer) for name in s.sections]
+    parts = [f"<!-- section:{name}:start -->\n{SECTIONS[name].section(pipe, s, outer)}"
+             f"\n<!-- section:{name}:end -->" for name in s.sections]
     outer.close()
     minutes = (time.perf_counter() - start) / 60
     header = [
@@ -91,6 +93,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DOCS / "results.md")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the --sections in the existing --out file")
     return parser.parse_args(argv)
 
 
@@ -113,8 +117,28 @@ def main(argv: Sequence[str] | None = None) -> None:
                          f"{MAX_FRAMES}]")
     text = build(pipe, settings, args.model, args.quick, args.keyframe_model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    if args.update:
+        update_sections(args.out, text, settings.sections, argv)
+    else:
+        args.out.write_text(text)
     print(f"wrote {args.out}")
+
+
+def update_sections(out: Path, text: str, sections: Sequence[str],
+                    argv: Sequence[str] | None) -> None:
+    """Replace only the given sections of an existing report `out` by those of `text`, each
+    with a line that says it was regenerated alone (its settings can differ from the header's)."""
+    if not out.exists():
+        raise FileNotFoundError(f"--update needs an existing report at {out}")
+    command = " ".join(["python -m report", *(argv if argv is not None else sys.argv[1:])])
+    for name in sections:
+        start, end = f"<!-- section:{name}:start -->", f"<!-- section:{name}:end -->"
+        if start not in out.read_text():
+            raise ValueError(f"{out} has no markers for section {name!r}: rerun the whole "
+                             "report once without --update")
+        body = text[text.index(start) + len(start):text.index(end)].strip("\n")
+        write_section(out, f"{body}\n\n_This section was regenerated alone by `{command}` "
+                           f"({time.strftime('%Y-%m-%d %H:%M')})._", f"section:{name}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import pytest
 from vdm_core.data import BACKGROUND, PALETTE, SHAPES, Scene, WorldObject, render_clip, world_clip
 from vdm_core.detect import (
     caption_match,
+    caption_mismatches,
     caption_objects,
     connected_components,
     detect_clip,
@@ -89,6 +90,19 @@ def test_caption_match_accepts_truth_and_rejects_errors():
     assert not caption_match(frames, "a red square moving down and a blue triangle moving up")
     assert not caption_match(frames, "a red circle moving down")
     assert not caption_match(frames, "")
+
+
+def test_caption_mismatches_name_each_reason():
+    frames, _ = _two_object_clip()
+    detections = detect_clip(frames)
+    none = {"absent": False, "shape": False, "extra": False}
+    truth = "a red circle moving down and a blue triangle moving up"
+    assert caption_mismatches(detections, truth) == none
+    assert caption_mismatches(detections, "a green circle moving down and a blue triangle "
+                              "moving up") == {**none, "absent": True, "extra": True}
+    assert caption_mismatches(detections, "a red square moving down and a blue triangle "
+                              "moving up") == {**none, "shape": True}
+    assert caption_mismatches(detections, "a red circle moving down") == {**none, "extra": True}
 
 
 def test_robust_to_noise_and_colour_shift():

@@ -111,6 +111,22 @@ def test_one_command_writes_every_table_and_picture(tmp_path, randomized_unet):
     with pytest.raises(ValueError, match="--frames"):
         main(["--model", str(model), "--frames", "8", "--out", str(out)])
 
+    def outside(text: str, name: str) -> str:
+        start, end = f"<!-- section:{name}:start -->", f"<!-- section:{name}:end -->"
+        return text[:text.index(start)] + text[text.index(end):]
+
+    assert "gain vs w = 0 (paired)" in text and "Reading: one-object captions match" in text
+    main(["--model", str(model), "--quick", "--samples", "1", "--steps", "1", "--frames", "16",
+          "--sections", "cfg", "--update", "--seed", "5", "--out", str(out)])
+    updated = out.read_text()
+    assert outside(updated, "cfg") == outside(text, "cfg")
+    assert updated.count("Table 5 analogue") == 1
+    assert "_This section was regenerated alone by `python -m report --model" in updated
+    (tmp_path / "plain.md").write_text("# no markers\n")
+    with pytest.raises(ValueError, match="no markers for section 'cfg'"):
+        main(["--model", str(model), "--quick", "--samples", "1", "--steps", "1", "--frames",
+              "16", "--sections", "cfg", "--update", "--out", str(tmp_path / "plain.md")])
+
 
 def test_write_section_appends_once_then_replaces_between_its_markers(tmp_path):
     doc = tmp_path / "doc.md"

@@ -205,13 +205,27 @@ def detections_match(
     detections: list[list[Detection]], caption: str, min_fraction: float = 0.5
 ) -> bool:
     """:func:`caption_match` on precomputed per-frame detections."""
+    return bool(caption_objects(caption)) and not any(
+        caption_mismatches(detections, caption, min_fraction).values())
+
+
+def caption_mismatches(
+    detections: list[list[Detection]], caption: str, min_fraction: float = 0.5
+) -> dict[str, bool]:
+    """Why a clip fails its caption (:func:`caption_match`), as three independent reasons.
+
+    ``absent``: a captioned colour is detected in fewer than ``min_fraction`` of the frames;
+    ``shape``: a captioned colour is there but not in its captioned shape; ``extra``: a colour
+    the caption does not name is detected in ``min_fraction`` of the frames or more.
+    """
     wanted = caption_objects(caption)
-    if not wanted:
-        return False
-    if any(_fraction(detections, c, s) < min_fraction for c, s in wanted):
-        return False
-    extra = set(COLOUR_NAMES) - {c for c, _ in wanted}
-    return all(_fraction(detections, c, None) < min_fraction for c in extra)
+    present = {c: _fraction(detections, c, None) >= min_fraction for c in COLOUR_NAMES}
+    return {
+        "absent": any(not present[c] for c, _ in wanted),
+        "shape": any(present[c] and _fraction(detections, c, s) < min_fraction
+                     for c, s in wanted),
+        "extra": any(present[c] for c in set(COLOUR_NAMES) - {c for c, _ in wanted}),
+    }
 
 
 def caption_match(frames: np.ndarray, caption: str, min_fraction: float = 0.5) -> bool:
