@@ -27,7 +27,8 @@ def test_probe_trains_one_arm_per_image_count_and_seed_and_writes_the_table(tmp_
     varying = {"image_frames", "out_dir", "export_dir"}
     for seed in (0, 3):
         for images in probe.ARMS[1:]:
-            differ = {k for k in configs[0, seed] if configs[0, seed][k] != configs[images, seed][k]}
+            base, arm = configs[0, seed], configs[images, seed]
+            differ = {k for k in base if base[k] != arm[k]}
             assert differ <= varying, differ
     assert (tmp_path / "runs" / "images4-seed3").is_dir()
     text = out.read_text()
