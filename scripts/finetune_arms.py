@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from report.common import write_section
+from report.common import display_path, write_section
 from report.denoising import window_errors
 from report.stats import t_interval
 from vdm_core.train import TrainConfig, train
@@ -82,7 +82,7 @@ def section(errors: dict, minutes: dict, steps: int, clips: int, init: Path, too
     heads = " | ".join(f"{kind.split(' (')[0]}, {prompt}" for kind, prompt in columns)
     lines = [
         "## Recipe arms at equal compute, from the shipped model", "",
-        f"Each arm continued `{init.relative_to(ROOT) if init.is_relative_to(ROOT) else init}` "
+        f"Each arm continued `{display_path(init)}` "
         f"for {steps} steps of batch {TrainConfig().batch_size} (the same clips, noise and "
         "dropout draws in every arm; warmup 20 steps; EMA decay 0.995) and changed one thing "
         f"against the control arm (lr 4e-5, cond-drop {TrainConfig().cond_drop}, "
