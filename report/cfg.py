@@ -40,9 +40,11 @@ def reading(per_w: dict[float, list[dict]]) -> str:
         group = [p for p in per if objects is None or p["objects"] == objects]
         return f"{sum(bool(p[key]) for p in group)}/{len(group)}"
 
+    one = [p["match"] for p in base if p["objects"] == 1]
+    ceiling = bool(one) and np.mean(one) >= 0.9
     text = (f"Reading: one-object captions match {count(base, 'match', 1)} at w = 0 and "
-            f"two-object captions {count(base, 'match', 2)}, so guidance can gain mostly on the "
-            "second. ")
+            f"two-object captions {count(base, 'match', 2)}"
+            + (", so guidance can gain mostly on the second. " if ceiling else ". "))
     if best == 0.0:
         return text + "No w > 0 matches more captions than w = 0 here."
     gain = paired_difference(base, per_w[best], "match")

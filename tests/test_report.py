@@ -6,6 +6,7 @@ import re
 import pytest
 
 from report.__main__ import main
+from report.cfg import reading as cfg_reading
 from report.common import Table, summarise, write_section
 from report.extension import verdict
 from report.stats import Cell, paired_difference, t_interval, wilson
@@ -139,3 +140,21 @@ def test_write_section_appends_once_then_replaces_between_its_markers(tmp_path):
     assert doc.read_text() == ("# Title\n\nintro\n\n<!-- arms:start -->\nsecond\nrow\n"
                                "<!-- arms:end -->\n\n<!-- diagnosis:start -->\ndiag\n"
                                "<!-- diagnosis:end -->\n")
+
+
+def test_cfg_reading_computes_the_paired_gain_headroom_and_failure_reasons():
+    def sample(objects: int, match: bool) -> dict:
+        return {"objects": objects, "match": match, "absent": False, "shape": False,
+                "extra": not match}
+
+    ones = [sample(1, True)] * 20
+    w0 = ones + [sample(2, i < 5) for i in range(20)]
+    w1 = ones + [sample(2, i < 15) for i in range(20)]
+    text = cfg_reading({0.0: w0, 1.0: w1})
+    assert text.startswith("Reading: one-object captions match 20/20 at w = 0 and two-object "
+                           "captions 5/20, so guidance can gain mostly on the second.")
+    assert "At the best w = 1, paired with w = 0" in text and "(separated from 0)" in text
+    assert "two-object captions 5/20 -> 15/20" in text and "extra colour 15/40 -> 5/40" in text
+    assert "No w > 0 matches more" in cfg_reading({0.0: w1, 1.0: w0})
+    half = [sample(1, i < 10) for i in range(20)]
+    assert "so guidance can gain" not in cfg_reading({0.0: half, 1.0: half})
