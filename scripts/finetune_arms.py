@@ -30,7 +30,7 @@ from report.common import display_path, write_section
 from report.denoising import window_errors
 from report.stats import t_interval
 from vdm_core.train import TrainConfig, train
-from vdm_core.unet3d import UNet3D, UNetConfig
+from vdm_core.unet3d import TemporalAttention, UNet3D, UNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTROL = "control: lr 4e-5"
@@ -71,12 +71,27 @@ def run_arm(name: str, steps: int, work: Path, init: Path, threads: int) -> tupl
     return UNet3D.from_pretrained(export), float(timing.read_text())
 
 
+def added_layer_scale(arm: UNet3D, init: UNet3D) -> tuple[float, float] | None:
+    """RMS of the output weights of the temporal attention layers an arm added to `init`, and of
+    the temporal layers it already had (None when the arm added none): how far the zero-started
+    layers have grown relative to trained ones."""
+    had = {name for name, _ in init.named_modules()}
+    new, old = [], []
+    for name, module in arm.named_modules():
+        if isinstance(module, TemporalAttention):
+            (old if name in had else new).append(module.out.weight.detach().flatten())
+    if not new:
+        return None
+    return tuple(float(torch.cat(w).pow(2).mean().sqrt()) for w in (new, old))
+
+
 def cell(diff: np.ndarray) -> str:
     """Mean over levels of a (levels, clips) paired difference, with its 95% interval."""
     return t_interval(diff.mean(axis=0)).text(4)
 
 
-def section(errors: dict, minutes: dict, steps: int, clips: int, init: Path, took: float) -> str:
+def section(errors: dict, minutes: dict, models: dict[str, UNet3D], steps: int, clips: int,
+            init: Path, took: float) -> str:
     """The markdown of the arms section from {(kind, prompt): {model: (L, B) errors}}."""
     columns = [(kind, prompt) for kind in SCORED for prompt in ("caption", "empty")]
     heads = " | ".join(f"{kind.split(' (')[0]}, {prompt}" for kind, prompt in columns)
@@ -107,6 +122,13 @@ def section(errors: dict, minutes: dict, steps: int, clips: int, init: Path, too
         lines.append(f"| {name} | " + " | ".join(
             cell(errors[c][name] - errors[c][CONTROL]) for c in columns)
             + f" | {t_interval(diff[1]).text(4)} |")
+    for name in ARMS:
+        scale = added_layer_scale(models[name], models["shipped"])
+        if scale is not None:
+            lines += ["", f"{name}: the added layers' output weights reached an RMS of "
+                      f"{scale[0]:.5f}, against {scale[1]:.5f} for the model's trained temporal "
+                      "layers. They start at zero; where this ratio is small, the arm has not yet "
+                      "trained its new layers and its row cannot tell whether they help."]
     lines += ["", f"Generated in {took:.0f} min by `nice -n 5 .venv/bin/python "
               f"scripts/finetune_arms.py --steps {steps}`."]
     return "\n".join(lines)
@@ -130,7 +152,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     errors = {(kind, prompt): window_errors(models, kind, prompt, args.clips)
               for kind in SCORED for prompt in ("caption", "empty")}
-    text = section(errors, minutes, args.steps, args.clips, args.init.resolve(),
+    text = section(errors, minutes, models, args.steps, args.clips, args.init.resolve(),
                    (time.time() - t0) / 60)
     write_section(args.out, text, "arms")
     print(text)

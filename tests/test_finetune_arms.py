@@ -38,6 +38,11 @@ def test_arms_train_from_the_init_score_paired_and_resume_without_retraining(
     assert any(not torch.equal(control[k], fast[k]) for k in control)
     grown = UNet3D.from_pretrained(exports["temporal attention at 32x32"])
     assert grown.config.temporal_resolutions == (32,) and len(grown.state_dict()) > len(init)
+    assert "temporal attention at 32x32: the added layers' output weights reached an RMS" in text
+    assert script.added_layer_scale(UNet3D.from_pretrained(exports[script.CONTROL]),
+                                    UNet3D.from_pretrained(tmp_path / "init")) is None
+    new, old = script.added_layer_scale(grown, UNet3D.from_pretrained(tmp_path / "init"))
+    assert 0 < new < old  # two steps from zero, against randomly initialised trained layers
 
     checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/checkpoint.pt")}
     assert len(checkpoints) == len(script.ARMS)
