@@ -85,6 +85,14 @@ def added_layer_scale(arm: UNet3D, init: UNet3D) -> tuple[float, float] | None:
     return tuple(float(torch.cat(w).pow(2).mean().sqrt()) for w in (new, old))
 
 
+def verdict(means: list) -> str:
+    """'better' when some interval lies below 0 and none above, 'worse' when one lies above,
+    'no separated difference' otherwise."""
+    if any(m.lo > 0 for m in means):
+        return "worse"
+    return "better" if any(m.hi < 0 for m in means) else "no separated difference"
+
+
 def cell(diff: np.ndarray) -> str:
     """Mean over levels of a (levels, clips) paired difference, with its 95% interval."""
     return t_interval(diff.mean(axis=0)).text(4)
@@ -114,14 +122,15 @@ def section(errors: dict, minutes: dict, models: dict[str, UNet3D], steps: int, 
     lines += ["", "Against the control arm (is the change better than the plain continuation at "
               "equal compute?); the low-SNR columns are log-SNR -3, where the diagnosis above "
               "found the unconditional model weak:", "",
-              f"| arm | {heads} | world clips, empty, log-SNR -3 |",
-              "|---|" + "---|" * (len(columns) + 1)]
+              f"| arm | {heads} | world clips, empty, log-SNR -3 | verdict |",
+              "|---|" + "---|" * (len(columns) + 2)]
     low = ("world clips (start 0, frameskip 1)", "empty")
     for name in list(ARMS)[1:]:
         diff = errors[low][name] - errors[low][CONTROL]
-        lines.append(f"| {name} | " + " | ".join(
-            cell(errors[c][name] - errors[c][CONTROL]) for c in columns)
-            + f" | {t_interval(diff[1]).text(4)} |")
+        means = [t_interval((errors[c][name] - errors[c][CONTROL]).mean(axis=0))
+                 for c in columns]
+        lines.append(f"| {name} | " + " | ".join(m.text(4) for m in means)
+                     + f" | {t_interval(diff[1]).text(4)} | {verdict(means)} |")
     for name in ARMS:
         scale = added_layer_scale(models[name], models["shipped"])
         if scale is not None:

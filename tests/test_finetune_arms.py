@@ -3,6 +3,7 @@
 import torch
 from conftest import load_script
 
+from report.stats import Cell
 from vdm_core.unet3d import UNet3D, UNetConfig
 
 TINY = UNetConfig(base_channels=8, channel_mults=(1, 2), attn_resolutions=(16,), head_dim=8,
@@ -51,3 +52,11 @@ def test_arms_train_from_the_init_score_paired_and_resume_without_retraining(
     again = doc.read_text()
     assert again.count("<!-- arms:start -->") == 1
     assert table_rows(again, "Against the control arm") == versus
+
+
+def test_verdict_needs_a_separated_interval_and_none_against():
+    script = load_script("finetune_arms")
+    below, above, across = Cell(8, -2.0, -3.0, -1.0), Cell(8, 2.0, 1.0, 3.0), Cell(8, 0, -1, 1)
+    assert script.verdict([below, across]) == "better"
+    assert script.verdict([below, above]) == "worse"
+    assert script.verdict([across, across]) == "no separated difference"
