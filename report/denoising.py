@@ -45,11 +45,12 @@ KINDS = {  # name: (start of each held-out window, frameskip)
 }
 
 
-def window_errors(models: dict[str, UNet3D], kind: str, prompts: str,
-                  n: int) -> dict[str, np.ndarray]:
+def window_errors(models: dict[str, UNet3D], kind: str, prompts: str, n: int,
+                  told_frameskip: int | None = None) -> dict[str, np.ndarray]:
     """{name: (len(LOGSNRS), clips) denoising errors} of each model on the same n held-out
     windows of one of KINDS, with their captions (prompts == "caption") or the empty prompt:
-    paired clip by clip and noise draw across the models."""
+    paired clip by clip and noise draw across the models. A frameskip-conditioned model is told
+    the windows' frameskip, or `told_frameskip` when given (to test whether it uses it)."""
     start, frameskip = KINDS[kind]
     cfg = next(iter(models.values())).config
     clips = [world_window(s, cfg.num_frames, cfg.image_size, start(i), frameskip)
@@ -59,7 +60,9 @@ def window_errors(models: dict[str, UNet3D], kind: str, prompts: str,
     states, mask = get_text_encoder().encode(text)
     errors = {}
     for name, model in models.items():
-        frameskip_arg = frameskip if model.config.frameskip_conditioning else None
+        frameskip_arg = None
+        if model.config.frameskip_conditioning:
+            frameskip_arg = frameskip if told_frameskip is None else told_frameskip
         with torch.autocast("cpu", dtype=torch.bfloat16):
             errors[name] = denoising_errors(model.eval(), x, states, mask,
                                             frameskip=frameskip_arg)

@@ -27,6 +27,7 @@ def test_a_model_against_itself_differs_by_exactly_zero_and_a_worse_one_is_flagg
     assert len(same) == 2 * len(script.KINDS)
     assert all(cell.startswith("0.0000") for row in same for cell in row[3:])
     assert "Lower with a separated interval in 0 of 6 rows" in out.read_text()
+    assert "Frameskip input" not in out.read_text()  # the baseline has no such input
     # A frameskip-conditioned candidate with the same weights plus noise on the output conv.
     candidate = randomized_unet(dataclasses.replace(TINY, frameskip_conditioning=True))
     candidate.load_state_dict(baseline.state_dict(), strict=False)
@@ -40,3 +41,14 @@ def test_a_model_against_itself_differs_by_exactly_zero_and_a_worse_one_is_flagg
     worse = rows(out.read_text())
     means = [float(row[3].split()[0]) for row in worse]
     assert all(m > 0 for m in means), means
+    used = out.read_text().split("Frameskip input: ")[1]
+    assert not used.split("frameskip 1): ")[1].startswith("0.0000 [")
+    with torch.no_grad():
+        candidate.frameskip_mlp[-1].weight.zero_()
+        candidate.frameskip_mlp[-1].bias.zero_()
+    candidate.save_pretrained(tmp_path / "deaf")
+    script.main([str(tmp_path / "deaf"), "--baseline", str(tmp_path / "base"), "--clips", "3",
+                 "--threads", "1", "--out", str(out)])
+    ignored = out.read_text().split("Frameskip input: ")[1]
+    assert "frameskip 1): 0.0000 [0.0000, 0.0000]; " in ignored
+    assert "(start 0): 0.0000 [0.0000, 0.0000]." in ignored
