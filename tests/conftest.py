@@ -25,6 +25,15 @@ def make_randomized_unet(cfg: UNetConfig, seed: int = 0) -> UNet3D:
     return model
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads() -> Iterator[None]:
+    """Restore torch's thread count after each test: scripts and the trainer set it (--threads),
+    and bf16 sums depend on it, so a leaked setting would change later tests' exact videos."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def randomized_unet():
     return make_randomized_unet
