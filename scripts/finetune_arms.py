@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from report.common import display_path, write_section
+from report.common import ROOT, display_path, write_section
 from report.denoising import window_errors
 from report.stats import t_interval
 from vdm_core.train import TrainConfig, train
 from vdm_core.unet3d import TemporalAttention, UNet3D, UNetConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 CONTROL = "control: lr 4e-5"
 ARMS = {  # name: (TrainConfig changes, UNetConfig changes); the control first
     CONTROL: ({}, {}),
@@ -46,11 +45,11 @@ SLUG = {name: "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip(
         for name in ARMS}
 
 
-def arm_configs(name: str, steps: int, work: Path, init: Path, threads: int,
-                ) -> tuple[TrainConfig, UNetConfig]:
-    """The training and model configs of one arm: the control's, with the arm's changes."""
+def arm_configs(name: str, steps: int, work: Path, init: Path, model_base: UNetConfig,
+                threads: int) -> tuple[TrainConfig, UNetConfig]:
+    """The training and model configs of one arm: the control's, with the arm's changes;
+    model_base is the config of the weights in `init`."""
     out = work / SLUG[name]
-    model_base = UNet3D.from_pretrained(init).config
     base = TrainConfig(out_dir=str(out), steps=steps, lr=4e-5, warmup_steps=20,
                        ema_decay=0.995, seed=7, sample_every=0, threads=threads,
                        num_frames=model_base.num_frames, init_from=str(init),
@@ -59,9 +58,10 @@ def arm_configs(name: str, steps: int, work: Path, init: Path, threads: int,
     return replace(base, **train_changes), replace(model_base, **model_changes)
 
 
-def run_arm(name: str, steps: int, work: Path, init: Path, threads: int) -> tuple[UNet3D, float]:
+def run_arm(name: str, steps: int, work: Path, init: Path, model_base: UNetConfig,
+            threads: int) -> tuple[UNet3D, float]:
     """Train (or resume, or skip when done) one arm; its EMA weights and training minutes."""
-    cfg, model_cfg = arm_configs(name, steps, work, init, threads)
+    cfg, model_cfg = arm_configs(name, steps, work, init, model_base, threads)
     timing = Path(cfg.out_dir) / "train_minutes.txt"
     export = Path(cfg.export_dir)
     if not (timing.exists() and (export / "model.safetensors").exists()):
@@ -157,7 +157,7 @@ def main(argv=None) -> None:
     for name in ARMS:
         print(f"arm: {name}", flush=True)
         models[name], minutes[name] = run_arm(name, args.steps, args.work, args.init,
-                                              args.threads)
+                                              models["shipped"].config, args.threads)
     torch.set_num_threads(args.threads)
     errors = {(kind, prompt): window_errors(models, kind, prompt, args.clips)
               for kind in SCORED for prompt in ("caption", "empty")}

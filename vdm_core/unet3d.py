@@ -463,8 +463,10 @@ class UNet3D(nn.Module):
         model = cls(UNetConfig.from_dict({**asdict(saved), **config_overrides}))
         state = {k: v.float() for k, v in load_file(str(directory / WEIGHTS_NAME)).items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
-        ungrown = cls(replace(model.config, frameskip_conditioning=saved.frameskip_conditioning,
-                              temporal_resolutions=saved.temporal_resolutions))
+        with torch.device("meta"):  # only its parameter names: no memory, no random draws
+            ungrown = cls(replace(model.config,
+                                  frameskip_conditioning=saved.frameskip_conditioning,
+                                  temporal_resolutions=saved.temporal_resolutions))
         added = set(model.state_dict()) - set(ungrown.state_dict())
         if unexpected or sorted(missing) != sorted(added):
             raise RuntimeError(f"weights in {directory} do not fit the config: missing "
