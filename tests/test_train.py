@@ -14,8 +14,16 @@ import pytest
 import torch
 
 from vdm_core.records import export_from_checkpoint
-from vdm_core.train import TrainConfig, check_config, load_init, lr_at, parse_args, parse_frameskips
-from vdm_core.unet3d import UNet3D
+from vdm_core.train import (
+    TrainConfig,
+    check_config,
+    load_init,
+    lr_at,
+    make_optimizer,
+    parse_args,
+    parse_frameskips,
+)
+from vdm_core.unet3d import TemporalAttention, UNet3D
 
 TINY = ["--batch-size", "2", "--base-channels", "16", "--channel-mults", "1,2",
         "--attn-resolutions", "4", "--head-dim", "8", "--image-size", "8", "--num-frames", "4",
@@ -233,7 +241,8 @@ def test_frameskip_conditioning_from_init_weights_and_exact_resume(tmp_path):
     base = run_train(tmp_path / "base", 1, "--export-dir", str(tmp_path / "base_export"))
     assert base.wait(timeout=300) == 0, base.stdout.read()
     extra = ["--init-from", str(tmp_path / "base_export"), "--frameskip-conditioning",
-             "--frameskips", "1,4", "--window-start-max", "8", "--ckpt-every", "1"]
+             "--frameskips", "1,4", "--window-start-max", "8", "--ckpt-every", "1",
+             "--added-lr-mult", "10"]
     straight = run_train(tmp_path / "straight", 3, *extra)
     assert straight.wait(timeout=300) == 0, straight.stdout.read()
     first = run_train(tmp_path / "split", 1, *extra)
@@ -252,6 +261,36 @@ def test_frameskip_conditioning_from_init_weights_and_exact_resume(tmp_path):
                       weights_only=False)
     assert ckpt["model_config"]["frameskip_conditioning"]
     assert ckpt["stream"]["frameskips"] == [1, 4]
+    assert ckpt["added_params"] and all(n.startswith("frameskip_mlp.")
+                                        for n in ckpt["added_params"])
+    assert [g["lr_mult"] for g in ckpt["opt"]["param_groups"]] == [1.0, 10.0]
+
+
+def test_added_lr_mult_scales_the_first_step_of_the_grown_layers_only(tmp_path):
+    # 4 steps: the zero-started output conv and the blocks' second convs must move before any
+    # gradient reaches the conditioning embedding
+    base = run_train(tmp_path / "base", 4, "--export-dir", str(tmp_path / "base_export"))
+    assert base.wait(timeout=300) == 0, base.stdout.read()
+    grow = ["--init-from", str(tmp_path / "base_export"), "--frameskip-conditioning",
+            "--frameskips", "1,4"]
+    for mult in ("1", "10"):
+        proc = run_train(tmp_path / f"x{mult}", 1, *grow, "--added-lr-mult", mult)
+        assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    plain, fast = final_state(tmp_path / "x1")["model"], final_state(tmp_path / "x10")["model"]
+    moved = 0
+    for key in plain:
+        if key.startswith("frameskip_mlp.2."):  # zero at the start: a step moves it by -lr * sign
+            assert torch.allclose(fast[key], 10 * plain[key], rtol=1e-4, atol=1e-12), key
+            moved += int(plain[key].abs().sum() > 0)
+        elif not key.startswith("frameskip_mlp."):
+            assert torch.equal(fast[key], plain[key]), key
+    assert moved == 2  # its weight and bias
+
+
+def test_added_lr_mult_without_grown_layers_is_refused():
+    _, model_cfg = parse_args(TINY)
+    with pytest.raises(ValueError, match="--added-lr-mult applies to the layers"):
+        make_optimizer(UNet3D(model_cfg), (), TrainConfig(added_lr_mult=10.0))
 
 
 def test_cli_frameskip_options():
@@ -274,7 +313,11 @@ def test_temporal_resolutions_grow_the_init_weights_into_the_same_function(tmp_p
     cfg, model_cfg = parse_args([*TINY, "--temporal-resolutions", "8", "--init-from",
                                  str(tmp_path / "base_export")])
     assert model_cfg.temporal_resolutions == (8,)
-    init = load_init(cfg.init_from, model_cfg)
+    init, added = load_init(cfg.init_from, model_cfg)
+    alone = {f"{name}.{p}" for name, m in init.named_modules()  # not inside an AttentionBlock
+             if isinstance(m, TemporalAttention) and not name.endswith(".temporal")
+             for p, _ in m.named_parameters()}
+    assert alone and set(added) == alone
     saved = UNet3D.from_pretrained(tmp_path / "base_export")
     assert init.config == model_cfg and len(init.state_dict()) > len(saved.state_dict())
     g = torch.Generator().manual_seed(0)

@@ -12,8 +12,9 @@ checkpoint, `--init-from assets/model` starts from the shipped EMA weights (fres
 `--window-start-max N --frameskips 1,4` trains on world windows starting anywhere in frames
 [0, N], at a frameskip drawn from the set (the paper's frameskip-1 and -4 clips), captioned with
 the motion at their first frame; `--frameskip-conditioning` gives the U-Net the frameskip as an
-input (added zero-initialised to --init-from's weights). `--export-only` re-exports the EMA
-weights of --out-dir's checkpoint to --export-dir.
+input (added zero-initialised to --init-from's weights), and `--added-lr-mult K` trains the
+layers so added at K times --lr. `--export-only` re-exports the EMA weights of --out-dir's
+checkpoint to --export-dir.
 """
 
 import argparse
@@ -48,7 +49,7 @@ from .records import (
     truncate_log,
     write_earlier_log,
 )
-from .unet3d import UNet3D, UNetConfig
+from .unet3d import CONFIG_NAME, UNet3D, UNetConfig, grown_names
 
 
 @dataclass
@@ -59,6 +60,7 @@ class TrainConfig:
     steps: int = 20000
     batch_size: int = 8
     lr: float = 3e-4
+    added_lr_mult: float = 1.0  # learning rate of the layers --init-from grows, times --lr
     warmup_steps: int = 200
     weight_decay: float = 0.0
     ema_decay: float = 0.999
@@ -209,6 +211,7 @@ class Run:
     out: Path
     rank: int
     hardware: str
+    added: tuple[str, ...] = ()  # parameters grown from --init-from's weights, at added_lr_mult
     step: int = 0
     wall: float = 0.0
     history: list = field(default_factory=list)  # training phases before this run
@@ -254,22 +257,41 @@ def setup_device(cfg: TrainConfig) -> tuple[torch.device, int, bool]:
     return device, dist.get_rank(), True
 
 
-def load_init(init_from: str, model_cfg: UNetConfig) -> UNet3D:
-    """The --init-from weights for a model of `model_cfg`. With --frameskip-conditioning or
-    --temporal-resolutions on weights trained without them, the new layers are added with their
-    output at zero, so training starts from exactly the model those weights compute."""
+def load_init(init_from: str, model_cfg: UNetConfig) -> tuple[UNet3D, tuple[str, ...]]:
+    """The --init-from weights for a model of `model_cfg`, and the names of the parameters they
+    lack. With --frameskip-conditioning or --temporal-resolutions on weights trained without
+    them, the new layers are added with their output at zero, so training starts from exactly
+    the model those weights compute."""
     overrides = {"frameskip_conditioning": True} if model_cfg.frameskip_conditioning else {}
     if model_cfg.temporal_resolutions:
         overrides["temporal_resolutions"] = model_cfg.temporal_resolutions
     init = UNet3D.from_pretrained(init_from, **overrides)
     if init.config != model_cfg:
         raise ValueError(f"--init-from {init_from} holds a different model config")
-    return init
+    saved = UNetConfig.from_dict(json.loads((Path(init_from) / CONFIG_NAME).read_text()))
+    grown = grown_names(model_cfg, saved)
+    return init, tuple(n for n, _ in init.named_parameters() if n in grown)
 
 
-def start_from(run: Run, init_from: str) -> None:
+def make_optimizer(model: UNet3D, added: tuple[str, ...], cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the model; the grown parameters (`added`) form a second group whose learning
+    rate is `cfg.added_lr_mult` times the schedule's. Their last layer starts at zero, so at the
+    base rate the batch's gradient noise keeps them near zero for thousands of steps
+    (docs/ship_check.md: the frameskip input of the keyframe model stayed unused)."""
+    if cfg.added_lr_mult != 1.0 and not added:
+        raise ValueError("--added-lr-mult applies to the layers that --init-from grows "
+                         "(--frameskip-conditioning or --temporal-resolutions on weights saved "
+                         "without them); this run has none")
+    params, grown = dict(model.named_parameters()), set(added)
+    groups = [{"params": [p for n, p in params.items() if n not in grown], "lr_mult": 1.0}]
+    if added:
+        groups.append({"params": [params[n] for n in added], "lr_mult": cfg.added_lr_mult})
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99),
+                             weight_decay=cfg.weight_decay)
+
+
+def start_from(run: Run, init: UNet3D, init_from: str) -> None:
     """Start a fresh run from exported weights (model and EMA), keeping their training record."""
-    init = load_init(init_from, run.model_cfg)
     run.model.load_state_dict(init.state_dict())
     run.ema.load_state_dict(init.state_dict())
     run.history = training_phases(Path(init_from))
@@ -282,6 +304,9 @@ def resume(run: Run, ckpt: dict) -> None:
     run.model.load_state_dict(ckpt["model"])
     run.ema.load_state_dict(ckpt["ema"])
     run.opt.load_state_dict(ckpt["opt"])
+    mults = (1.0, run.cfg.added_lr_mult)[:len(run.opt.param_groups)]
+    for group, mult in zip(run.opt.param_groups, mults, strict=True):
+        group["lr_mult"] = mult  # the command line decides, as it does for --lr
     run.stream.load_state_dict(ckpt["stream"])
     run.generator.set_state(ckpt["generator"])
     torch.set_rng_state(ckpt["torch_rng"])
@@ -304,16 +329,20 @@ def build_run(cfg: TrainConfig, model_cfg: UNetConfig, device: torch.device, ran
     if (out / CHECKPOINT_NAME).exists():
         ckpt = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
         model_cfg = UNetConfig.from_dict(ckpt["model_config"])
+    init, added = None, ()
+    if ckpt is not None:
+        added = tuple(ckpt.get("added_params", ()))
+    elif cfg.init_from:
+        init, added = load_init(cfg.init_from, model_cfg)
     model = UNet3D(model_cfg).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
-                            weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, added, cfg)
     run = Run(cfg, model_cfg, model, ema, opt, stream, generator, out, rank,
-              describe_hardware(device))
+              describe_hardware(device), added)
     if ckpt is not None:
         resume(run, ckpt)
-    elif cfg.init_from:
-        start_from(run, cfg.init_from)
+    elif init is not None:
+        start_from(run, init, cfg.init_from)
     return run
 
 
@@ -328,7 +357,7 @@ def train_step(run: Run, net: torch.nn.Module, batch, states: torch.Tensor, mask
     n_video = torch.full((x.shape[0],), batch.num_video_frames, dtype=torch.long)
     frameskip = batch.frameskip if run.model_cfg.frameskip_conditioning else None  # (B,)
     for group in run.opt.param_groups:
-        group["lr"] = lr_at(run.step, cfg)
+        group["lr"] = lr_at(run.step, cfg) * group["lr_mult"]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         loss = diffusion_loss(net, x, states.to(device), mask.to(device), n_video.to(device),
                               cfg.weighting, generator, run.model_cfg.parameterization,
@@ -360,7 +389,7 @@ def save_checkpoint(run: Run) -> None:
             "generator": run.generator.get_state(), "torch_rng": torch.get_rng_state(),
             "step": run.step, "wall_time": run.wall, "train_config": asdict(run.cfg),
             "model_config": json.loads(run.model_cfg.to_json()), "history": run.history,
-            "hardware": run.hardware}
+            "hardware": run.hardware, "added_params": list(run.added)}
     atomic_save(ckpt, run.ckpt_path)
     if run.cfg.export_dir:
         export_model(run.ema, run.cfg.export_dir, training_record(ckpt), run.out)
@@ -491,6 +520,8 @@ def main(argv=None) -> None:
         return
     if not math.isfinite(cfg.lr) or cfg.lr <= 0:
         raise SystemExit("--lr must be a positive number")
+    if not math.isfinite(cfg.added_lr_mult) or cfg.added_lr_mult <= 0:
+        raise SystemExit("--added-lr-mult must be a positive number")
     train(cfg, model_cfg)
     if dist.is_initialized():
         dist.destroy_process_group()  # train() ends with a barrier: every rank is here

@@ -463,12 +463,19 @@ class UNet3D(nn.Module):
         model = cls(UNetConfig.from_dict({**asdict(saved), **config_overrides}))
         state = {k: v.float() for k, v in load_file(str(directory / WEIGHTS_NAME)).items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
-        with torch.device("meta"):  # only its parameter names: no memory, no random draws
-            ungrown = cls(replace(model.config,
-                                  frameskip_conditioning=saved.frameskip_conditioning,
-                                  temporal_resolutions=saved.temporal_resolutions))
-        added = set(model.state_dict()) - set(ungrown.state_dict())
+        added = grown_names(model.config, saved)
         if unexpected or sorted(missing) != sorted(added):
             raise RuntimeError(f"weights in {directory} do not fit the config: missing "
                                f"{sorted(set(missing) - set(added))}, unexpected {unexpected}")
         return model.eval()
+
+
+def grown_names(config: UNetConfig, saved: UNetConfig) -> set[str]:
+    """State-dict names that a model of `config` has and one of `saved` lacks: the layers that
+    `UNet3D.from_pretrained` grows (the frameskip input, extra temporal attention), whose output
+    starts at zero. Both models are built on torch's meta device: no memory, no random draws."""
+    with torch.device("meta"):
+        grown = UNet3D(config).state_dict()
+        ungrown = UNet3D(replace(config, frameskip_conditioning=saved.frameskip_conditioning,
+                                 temporal_resolutions=saved.temporal_resolutions)).state_dict()
+    return set(grown) - set(ungrown)
