@@ -6,8 +6,9 @@ Every arm continues `assets/model` with `vdm_core.train` for the same number of 
 data stream (batch 8 world clips, the same seed, so the same clips, noise and dropout draws in
 every arm) and changes one thing against the control arm: the learning rate, the conditioning
 dropout, the loss weighting, or temporal attention at full resolution (32x32, added with its
-output at zero, so every arm starts from exactly the shipped function). Each arm's EMA weights
-are then scored by the paired held-out denoising error of `scripts/ship_check.py`
+output at zero, so every arm starts from exactly the shipped function; once at the control's
+learning rate, once with the added layers at 10x it, `vdm-train --added-lr-mult`). Each arm's
+EMA weights are then scored by the paired held-out denoising error of `scripts/ship_check.py`
 (`report.denoising.window_errors`): against the shipped model (is the continuation better than
 where it started?) and against the control arm (is the change better than the plain
 continuation at equal compute?). Writes the section between the `arms` markers of
@@ -39,6 +40,8 @@ ARMS = {  # name: (TrainConfig changes, UNetConfig changes); the control first
     "cond-drop 0.2": ({"cond_drop": 0.2}, {}),
     "v_mse weighting": ({"weighting": "v_mse"}, {}),
     "temporal attention at 32x32": ({}, {"temporal_resolutions": (32,)}),
+    "temporal attention at 32x32, added layers at 10x lr": (
+        {"added_lr_mult": 10.0}, {"temporal_resolutions": (32,)}),
 }
 SCORED = ("world clips (start 0, frameskip 1)", "later windows (start 4..44, frameskip 1)")
 SLUG = {name: "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")

@@ -44,6 +44,9 @@ def test_arms_train_from_the_init_score_paired_and_resume_without_retraining(
                                     UNet3D.from_pretrained(tmp_path / "init")) is None
     new, old = script.added_layer_scale(grown, UNet3D.from_pretrained(tmp_path / "init"))
     assert 0 < new < old  # two steps from zero, against randomly initialised trained layers
+    faster = UNet3D.from_pretrained(exports["temporal attention at 32x32, added layers at 10x lr"])
+    fast_new, _ = script.added_layer_scale(faster, UNet3D.from_pretrained(tmp_path / "init"))
+    assert fast_new > 5 * new  # Adam's first steps move each weight by about lr * sign(grad)
 
     checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/checkpoint.pt")}
     assert len(checkpoints) == len(script.ARMS)
