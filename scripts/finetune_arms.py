@@ -1,6 +1,7 @@
 """Which change to the recipe helps the model we ship? Equal-compute fine-tuning arms from it.
 
     nice -n 5 .venv/bin/python scripts/finetune_arms.py [--steps 320] [--threads 1]
+        [--seed 8 --arms cond-drop-0-2,...]   # repeat some arms at another training seed
 
 Every arm continues `assets/model` with `vdm_core.train` for the same number of steps on the same
 data stream (batch 8 world clips, the same seed, so the same clips, noise and dropout draws in
@@ -46,15 +47,17 @@ ARMS = {  # name: (TrainConfig changes, UNetConfig changes); the control first
 SCORED = ("world clips (start 0, frameskip 1)", "later windows (start 4..44, frameskip 1)")
 SLUG = {name: "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
         for name in ARMS}
+SEED = 7  # the training seed of the first set of arms (docs/recipe.md, section "arms")
 
 
 def arm_configs(name: str, steps: int, work: Path, init: Path, model_base: UNetConfig,
-                threads: int) -> tuple[TrainConfig, UNetConfig]:
+                threads: int, seed: int = SEED) -> tuple[TrainConfig, UNetConfig]:
     """The training and model configs of one arm: the control's, with the arm's changes;
-    model_base is the config of the weights in `init`."""
-    out = work / SLUG[name]
+    model_base is the config of the weights in `init`, seed the training seed (clips, noise
+    and dropout draws)."""
+    out = work / (SLUG[name] if seed == SEED else f"{SLUG[name]}-seed{seed}")
     base = TrainConfig(out_dir=str(out), steps=steps, lr=4e-5, warmup_steps=20,
-                       ema_decay=0.995, seed=7, sample_every=0, threads=threads,
+                       ema_decay=0.995, seed=seed, sample_every=0, threads=threads,
                        num_frames=model_base.num_frames, init_from=str(init),
                        export_dir=str(out / "export"))
     train_changes, model_changes = ARMS[name]
@@ -62,9 +65,9 @@ def arm_configs(name: str, steps: int, work: Path, init: Path, model_base: UNetC
 
 
 def run_arm(name: str, steps: int, work: Path, init: Path, model_base: UNetConfig,
-            threads: int) -> tuple[UNet3D, float]:
+            threads: int, seed: int = SEED) -> tuple[UNet3D, float]:
     """Train (or resume, or skip when done) one arm; its EMA weights and training minutes."""
-    cfg, model_cfg = arm_configs(name, steps, work, init, model_base, threads)
+    cfg, model_cfg = arm_configs(name, steps, work, init, model_base, threads, seed)
     timing = Path(cfg.out_dir) / "train_minutes.txt"
     export = Path(cfg.export_dir)
     if not (timing.exists() and (export / "model.safetensors").exists()):
@@ -102,12 +105,17 @@ def cell(diff: np.ndarray) -> str:
 
 
 def section(errors: dict, minutes: dict, models: dict[str, UNet3D], steps: int, clips: int,
-            init: Path, took: float) -> str:
-    """The markdown of the arms section from {(kind, prompt): {model: (L, B) errors}}."""
+            init: Path, took: float, command: str, seed: int = SEED) -> str:
+    """The markdown of the arms section from {(kind, prompt): {model: (L, B) errors}}; its
+    arms are the models other than "shipped", the control first."""
+    names = [name for name in models if name != "shipped"]
     columns = [(kind, prompt) for kind in SCORED for prompt in ("caption", "empty")]
     heads = " | ".join(f"{kind.split(' (')[0]}, {prompt}" for kind, prompt in columns)
+    title = "## Recipe arms at equal compute, from the shipped model"
+    if seed != SEED:
+        title += f" (training seed {seed}: other clips, noise and dropout draws)"
     lines = [
-        "## Recipe arms at equal compute, from the shipped model", "",
+        title, "",
         f"Each arm continued `{display_path(init)}` "
         f"for {steps} steps of batch {TrainConfig().batch_size} (the same clips, noise and "
         "dropout draws in every arm; warmup 20 steps; EMA decay 0.995) and changed one thing "
@@ -119,7 +127,7 @@ def section(errors: dict, minutes: dict, models: dict[str, UNet3D], steps: int, 
         "prompt (the unconditional model).", "",
         "Against the shipped model (did the continuation improve on where it started?):", "",
         f"| arm | train min | {heads} |", "|---|---|" + "---|" * len(columns)]
-    for name in ARMS:
+    for name in names:
         lines.append(f"| {name} | {minutes[name]:.0f} | " + " | ".join(
             cell(errors[c][name] - errors[c]["shipped"]) for c in columns) + " |")
     lines += ["", "Against the control arm (is the change better than the plain continuation at "
@@ -128,21 +136,20 @@ def section(errors: dict, minutes: dict, models: dict[str, UNet3D], steps: int, 
               f"| arm | {heads} | world clips, empty, log-SNR -3 | verdict |",
               "|---|" + "---|" * (len(columns) + 2)]
     low = ("world clips (start 0, frameskip 1)", "empty")
-    for name in list(ARMS)[1:]:
+    for name in names[1:]:
         diff = errors[low][name] - errors[low][CONTROL]
         means = [t_interval((errors[c][name] - errors[c][CONTROL]).mean(axis=0))
                  for c in columns]
         lines.append(f"| {name} | " + " | ".join(m.text(4) for m in means)
                      + f" | {t_interval(diff[1]).text(4)} | {verdict(means)} |")
-    for name in ARMS:
+    for name in names:
         scale = added_layer_scale(models[name], models["shipped"])
         if scale is not None:
             lines += ["", f"{name}: the added layers' output weights reached an RMS of "
                       f"{scale[0]:.5f}, against {scale[1]:.5f} for the model's trained temporal "
                       "layers. They start at zero; where this ratio is small, the arm has not yet "
                       "trained its new layers and its row cannot tell whether they help."]
-    lines += ["", f"Generated in {took:.0f} min by `nice -n 5 .venv/bin/python "
-              f"scripts/finetune_arms.py --steps {steps}`."]
+    lines += ["", f"Generated in {took:.0f} min by `{command}`."]
     return "\n".join(lines)
 
 
@@ -154,19 +161,33 @@ def main(argv=None) -> None:
     parser.add_argument("--init", type=Path, default=ROOT / "assets" / "model")
     parser.add_argument("--work", type=Path, default=Path("~/.cache/vdm/arms").expanduser())
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "recipe.md")
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help=f"training seed; other than {SEED}, the arms train in their own "
+                             "folders and write their own section (a repeat of the comparison)")
+    parser.add_argument("--arms", default="",
+                        help="comma-separated arm slugs to run beside the control (default: "
+                             "all): " + ", ".join(SLUG[name] for name in list(ARMS)[1:]))
     args = parser.parse_args(argv)
+    chosen = [v.strip() for v in args.arms.split(",") if v.strip()]
+    unknown = sorted(set(chosen) - set(SLUG.values()))
+    if unknown:
+        parser.error(f"unknown arm {', '.join(unknown)}; the arms are "
+                     + ", ".join(SLUG.values()))
+    names = [name for name in ARMS if name == CONTROL or not chosen or SLUG[name] in chosen]
     t0 = time.time()
     models, minutes = {"shipped": UNet3D.from_pretrained(args.init)}, {}
-    for name in ARMS:
+    for name in names:
         print(f"arm: {name}", flush=True)
         models[name], minutes[name] = run_arm(name, args.steps, args.work, args.init,
-                                              models["shipped"].config, args.threads)
+                                              models["shipped"].config, args.threads, args.seed)
     torch.set_num_threads(args.threads)
     errors = {(kind, prompt): window_errors(models, kind, prompt, args.clips)
               for kind in SCORED for prompt in ("caption", "empty")}
+    command = "nice -n 5 .venv/bin/python scripts/finetune_arms.py --steps " + str(args.steps)
+    command += f" --seed {args.seed}" * (args.seed != SEED) + f" --arms {args.arms}" * bool(chosen)
     text = section(errors, minutes, models, args.steps, args.clips, args.init.resolve(),
-                   (time.time() - t0) / 60)
-    write_section(args.out, text, "arms")
+                   (time.time() - t0) / 60, command, args.seed)
+    write_section(args.out, text, "arms" if args.seed == SEED else f"arms-seed{args.seed}")
     print(text)
 
 

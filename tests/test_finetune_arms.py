@@ -1,5 +1,6 @@
 """scripts/finetune_arms.py: equal-compute fine-tuning arms from a shipped model."""
 
+import pytest
 import torch
 from conftest import load_script
 
@@ -55,6 +56,20 @@ def test_arms_train_from_the_init_score_paired_and_resume_without_retraining(
     again = doc.read_text()
     assert again.count("<!-- arms:start -->") == 1
     assert table_rows(again, "Against the control arm") == versus
+
+    script.main([*argv, "--seed", "8", "--arms", "cond-drop-0-2"])  # a repeat at another seed
+    repeat = doc.read_text()
+    assert repeat.startswith(again.rstrip("\n"))  # the first seed's section is kept as it was
+    assert "<!-- arms-seed8:start -->" in repeat and "(training seed 8" in repeat
+    seed8 = repeat[repeat.index("<!-- arms-seed8:start -->"):]
+    assert [row[0].lstrip("| ") for row in table_rows(seed8, "Against the control arm")] == [
+        "cond-drop 0.2"]
+    assert "--seed 8 --arms cond-drop-0-2" in seed8
+    other = UNet3D.from_pretrained(tmp_path / "work" / f"{script.SLUG[script.CONTROL]}-seed8"
+                                   / "export").state_dict()
+    assert any(not torch.equal(control[k], other[k]) for k in control)  # other clips and noise
+    with pytest.raises(SystemExit):
+        script.main([*argv, "--arms", "cond-drop"])
 
 
 def test_verdict_needs_a_separated_interval_and_none_against():
