@@ -28,8 +28,11 @@ CASCADE_LIMIT = (
     "The cascade decides the late frames through its keyframes, so it can only beat "
     "block-by-block extension with a keyframe model that continues a motion over 60 frames; "
     "the keyframe model here is a short CPU continuation of the shipped model (its held-out "
-    "loss at frameskip 4 is still above the shipped model's at frameskip 1, docs/ship_check.md), "
-    "and both models drift (the diagnosis in docs/recipe.md). Its seam jump is higher too: every "
+    "loss at frameskip 4 is still above the shipped model's at frameskip 1, docs/ship_check.md) "
+    "that barely uses its frameskip input (told the wrong frameskip, its error changes by at most "
+    "0.0001, docs/ship_check.md), so it is one compromise between the two frame rates rather than "
+    "the paper's frameskip-4 specialist; and both models drift (the diagnosis in "
+    "docs/recipe.md). Its seam jump is higher too: every "
     "interpolation window must end exactly on a keyframe drawn before it, and where the frames "
     "before it do not lead there, the frame change jumps. The comparison the paper makes needs a "
     "keyframe model trained at scale (issue #14).")
