@@ -277,11 +277,12 @@ def make_optimizer(model: UNet3D, added: tuple[str, ...], cfg: TrainConfig) -> t
     """AdamW over the model; the grown parameters (`added`) form a second group whose learning
     rate is `cfg.added_lr_mult` times the schedule's. Their last layer starts at zero, so at the
     base rate the batch's gradient noise keeps them near zero for thousands of steps
-    (docs/ship_check.md: the frameskip input of the keyframe model stayed unused)."""
+    (assets/keyframe_model/README.md: phase 5's frameskip input stayed unused)."""
     if cfg.added_lr_mult != 1.0 and not added:
         raise ValueError("--added-lr-mult applies to the layers that --init-from grows "
                          "(--frameskip-conditioning or --temporal-resolutions on weights saved "
-                         "without them); this run has none")
+                         "without them); this run has none (a checkpoint written before "
+                         "--added-lr-mult existed records none)")
     params, grown = dict(model.named_parameters()), set(added)
     groups = [{"params": [p for n, p in params.items() if n not in grown], "lr_mult": 1.0}]
     if added:
