@@ -72,9 +72,9 @@ def length_table(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm, frames:
     per_method, strips = {}, [("truth", clips[0].frames)]
     for name, fn, task in (("autoregressive", extend, "extend"), ("cascade", cascade, "cascade")):
         config = task_config(task, s).seeded(s.seed + SEED_OFFSET)
-        if name == "cascade":
+        if name == "cascade":  # the keyframes from the keyframe model, when there is one
             out = run_job(f"{name} {frames}", outer, fn, pipe, prompts, frames, x0,
-                          config=config)
+                          config=config, keyframe_pipe=pipe.keyframe_pipe)
         else:
             out = run_job(f"{name} {frames}", outer, fn, pipe, x0, frames, prompts,
                           config=config)

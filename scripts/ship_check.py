@@ -35,7 +35,10 @@ def frameskip_use(model: UNet3D, n: int, right: dict[str, np.ndarray]) -> str:
     for kind, wrong in (("world clips (start 0, frameskip 1)", 4),
                         ("frameskip-4 windows (start 0)", 1)):
         told = window_errors({"m": model}, kind, "caption", n, told_frameskip=wrong)["m"]
-        cells.append(f"{kind}: {t_interval((told - right[kind]).mean(axis=0)).text(4)}")
+        diff = told - right[kind]  # (levels, clips)
+        levels = "/".join(f"{v:.4f}" for v in diff.mean(axis=1))
+        cells.append(f"{kind}: {t_interval(diff.mean(axis=0)).text(4)} (by log-SNR "
+                     f"{'/'.join(f'{v:g}' for v in LOGSNRS)}: {levels})")
     return ("Frameskip input: the candidate's error when told the other frameskip (1 <-> 4) "
             "minus when told the true one, same clips and noise (near zero: the model ignores "
             "the input): " + "; ".join(cells) + ".")

@@ -2,6 +2,7 @@
 
 import math
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -127,6 +128,24 @@ def test_one_command_writes_every_table_and_picture(tmp_path, randomized_unet):
     with pytest.raises(ValueError, match="no markers for section 'cfg'"):
         main(["--model", str(model), "--quick", "--samples", "1", "--steps", "1", "--frames",
               "16", "--sections", "cfg", "--update", "--out", str(tmp_path / "plain.md")])
+
+
+def test_the_long_video_cascade_draws_its_keyframes_with_the_keyframe_model(tmp_path,
+                                                                           randomized_unet):
+    model = tmp_path / "model"
+    randomized_unet(TINY).save_pretrained(model)
+    rows = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        keys = tmp_path / f"keys-{name}"
+        randomized_unet(replace(TINY, frameskip_conditioning=True), seed).save_pretrained(keys)
+        out = tmp_path / f"{name}.md"
+        main(["--model", str(model), "--quick", "--samples", "1", "--steps", "1", "--frames",
+              "16", "--sections", "long_video", "--keyframe-model", str(keys), "--out", str(out)])
+        table = out.read_text().split("Long video: 8 -> 16 frames")[1].split("\n\n")[1]
+        rows[name] = {row.split(" | ")[0]: row.split(" | ", 2)[2] for row in
+                      table.splitlines()[2:]}  # method -> its cells after the timing
+    assert rows["a"]["| autoregressive"] == rows["b"]["| autoregressive"]
+    assert rows["a"]["| cascade"] != rows["b"]["| cascade"]
 
 
 def test_write_section_appends_once_then_replaces_between_its_markers(tmp_path):

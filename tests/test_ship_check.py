@@ -50,5 +50,6 @@ def test_a_model_against_itself_differs_by_exactly_zero_and_a_worse_one_is_flagg
     script.main([str(tmp_path / "deaf"), "--baseline", str(tmp_path / "base"), "--clips", "3",
                  "--threads", "1", "--out", str(out)])
     ignored = out.read_text().split("Frameskip input: ")[1]
-    assert "frameskip 1): 0.0000 [0.0000, 0.0000]; " in ignored
-    assert "(start 0): 0.0000 [0.0000, 0.0000]." in ignored
+    zeros = "/".join(["0.0000"] * 5)
+    assert f"frameskip 1): 0.0000 [0.0000, 0.0000] (by log-SNR -6/-3/0/3/6: {zeros}); " in ignored
+    assert f"(start 0): 0.0000 [0.0000, 0.0000] (by log-SNR -6/-3/0/3/6: {zeros})." in ignored
