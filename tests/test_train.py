@@ -13,16 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from vdm_core.grow import load_init, make_optimizer
 from vdm_core.records import export_from_checkpoint
-from vdm_core.train import (
-    TrainConfig,
-    check_config,
-    load_init,
-    lr_at,
-    make_optimizer,
-    parse_args,
-    parse_frameskips,
-)
+from vdm_core.train import TrainConfig, check_config, lr_at, parse_args, parse_frameskips
 from vdm_core.unet3d import TemporalAttention, UNet3D
 
 TINY = ["--batch-size", "2", "--base-channels", "16", "--channel-mults", "1,2",
@@ -290,7 +283,7 @@ def test_added_lr_mult_scales_the_first_step_of_the_grown_layers_only(tmp_path):
 def test_added_lr_mult_without_grown_layers_is_refused():
     _, model_cfg = parse_args(TINY)
     with pytest.raises(ValueError, match="--added-lr-mult applies to the layers"):
-        make_optimizer(UNet3D(model_cfg), (), TrainConfig(added_lr_mult=10.0))
+        make_optimizer(UNet3D(model_cfg), (), 3e-4, 0.0, added_lr_mult=10.0)
 
 
 def test_cli_frameskip_options():

@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .diffusion import WEIGHTINGS, diffusion_loss, model_denoiser
+from .grow import load_init, make_optimizer
 from .memory import retain_freed_memory
 from .records import (
     CHECKPOINT_NAME,
@@ -49,7 +50,7 @@ from .records import (
     truncate_log,
     write_earlier_log,
 )
-from .unet3d import CONFIG_NAME, UNet3D, UNetConfig, grown_names
+from .unet3d import UNet3D, UNetConfig
 
 
 @dataclass
@@ -257,40 +258,6 @@ def setup_device(cfg: TrainConfig) -> tuple[torch.device, int, bool]:
     return device, dist.get_rank(), True
 
 
-def load_init(init_from: str, model_cfg: UNetConfig) -> tuple[UNet3D, tuple[str, ...]]:
-    """The --init-from weights for a model of `model_cfg`, and the names of the parameters they
-    lack. With --frameskip-conditioning or --temporal-resolutions on weights trained without
-    them, the new layers are added with their output at zero, so training starts from exactly
-    the model those weights compute."""
-    overrides = {"frameskip_conditioning": True} if model_cfg.frameskip_conditioning else {}
-    if model_cfg.temporal_resolutions:
-        overrides["temporal_resolutions"] = model_cfg.temporal_resolutions
-    init = UNet3D.from_pretrained(init_from, **overrides)
-    if init.config != model_cfg:
-        raise ValueError(f"--init-from {init_from} holds a different model config")
-    saved = UNetConfig.from_dict(json.loads((Path(init_from) / CONFIG_NAME).read_text()))
-    grown = grown_names(model_cfg, saved)
-    return init, tuple(n for n, _ in init.named_parameters() if n in grown)
-
-
-def make_optimizer(model: UNet3D, added: tuple[str, ...], cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the model; the grown parameters (`added`) form a second group whose learning
-    rate is `cfg.added_lr_mult` times the schedule's. Their last layer starts at zero, so at the
-    base rate the batch's gradient noise keeps them near zero for thousands of steps
-    (assets/keyframe_model/README.md: phase 5's frameskip input stayed unused)."""
-    if cfg.added_lr_mult != 1.0 and not added:
-        raise ValueError("--added-lr-mult applies to the layers that --init-from grows "
-                         "(--frameskip-conditioning or --temporal-resolutions on weights saved "
-                         "without them); this run has none (a checkpoint written before "
-                         "--added-lr-mult existed records none)")
-    params, grown = dict(model.named_parameters()), set(added)
-    groups = [{"params": [p for n, p in params.items() if n not in grown], "lr_mult": 1.0}]
-    if added:
-        groups.append({"params": [params[n] for n in added], "lr_mult": cfg.added_lr_mult})
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99),
-                             weight_decay=cfg.weight_decay)
-
-
 def start_from(run: Run, init: UNet3D, init_from: str) -> None:
     """Start a fresh run from exported weights (model and EMA), keeping their training record."""
     run.model.load_state_dict(init.state_dict())
@@ -337,7 +304,7 @@ def build_run(cfg: TrainConfig, model_cfg: UNetConfig, device: torch.device, ran
         init, added = load_init(cfg.init_from, model_cfg)
     model = UNet3D(model_cfg).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = make_optimizer(model, added, cfg)
+    opt = make_optimizer(model, added, cfg.lr, cfg.weight_decay, cfg.added_lr_mult)
     run = Run(cfg, model_cfg, model, ema, opt, stream, generator, out, rank,
               describe_hardware(device), added)
     if ckpt is not None:
