@@ -72,12 +72,8 @@ def length_table(pipe: VideoDiffusionPipeline, s: Settings, outer: tqdm, frames:
     per_method, strips = {}, [("truth", clips[0].frames)]
     for name, fn, task in (("autoregressive", extend, "extend"), ("cascade", cascade, "cascade")):
         config = task_config(task, s).seeded(s.seed + SEED_OFFSET)
-        if name == "cascade":  # the keyframes from the keyframe model, when there is one
-            out = run_job(f"{name} {frames}", outer, fn, pipe, prompts, frames, x0,
-                          config=config, keyframe_pipe=pipe.keyframe_pipe)
-        else:
-            out = run_job(f"{name} {frames}", outer, fn, pipe, x0, frames, prompts,
-                          config=config)
+        args = (prompts, frames, x0) if name == "cascade" else (x0, frames, prompts)
+        out = run_job(f"{name} {frames}", outer, fn, pipe, *args, config=config)
         starts = out.info["block_starts"]
         per = [{**score_video(v, tail, starts, c).scores,
                 "seam_jump": score_video(v, range(window, frames), starts).scores.get(

@@ -184,7 +184,10 @@ def main(argv=None) -> None:
     errors = {(kind, prompt): window_errors(models, kind, prompt, args.clips)
               for kind in SCORED for prompt in ("caption", "empty")}
     command = "nice -n 5 .venv/bin/python scripts/finetune_arms.py --steps " + str(args.steps)
-    command += f" --seed {args.seed}" * (args.seed != SEED) + f" --arms {args.arms}" * bool(chosen)
+    if args.seed != SEED:
+        command += f" --seed {args.seed}"
+    if chosen:
+        command += f" --arms {args.arms}"
     text = section(errors, minutes, models, args.steps, args.clips, args.init.resolve(),
                    (time.time() - t0) / 60, command, args.seed)
     write_section(args.out, text, "arms" if args.seed == SEED else f"arms-seed{args.seed}")

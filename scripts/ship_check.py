@@ -44,6 +44,9 @@ def frameskip_use(model: UNet3D, n: int, right: dict[str, np.ndarray]) -> str:
             "the input): " + "; ".join(cells) + ".")
 
 
+DEFAULT_BASELINE = ROOT / "assets" / "model"
+
+
 def steps_of(path: Path) -> int:
     return sum(phase.get("step", 0) for phase in training_phases(path))
 
@@ -51,7 +54,7 @@ def steps_of(path: Path) -> int:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("candidate", type=Path)
-    parser.add_argument("--baseline", type=Path, default=ROOT / "assets" / "model")
+    parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "ship_check.md")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clips", type=int, default=len(HELD_OUT), help="held-out clips")
@@ -89,8 +92,13 @@ def main(argv=None) -> None:
     lines += ["", f"Lower with a separated interval in {sum(verdicts)} of {len(verdicts)} rows."]
     if models["candidate"].config.frameskip_conditioning:
         lines += ["", frameskip_use(models["candidate"], args.clips, captioned)]
+    command = f"scripts/ship_check.py {display_path(args.candidate)}"
+    if args.baseline.resolve() != DEFAULT_BASELINE.resolve():
+        command += f" --baseline {display_path(args.baseline)}"
+    if args.clips != len(HELD_OUT):
+        command += f" --clips {args.clips}"
     lines += ["", f"Generated in {(time.time() - t0) / 60:.0f} min by `nice -n 5 .venv/bin/python "
-              f"scripts/ship_check.py {args.candidate}`.", ""]
+              f"{command}`.", ""]
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
 

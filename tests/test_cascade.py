@@ -12,7 +12,7 @@ import torch
 from conftest import tiny_pipeline
 
 from vdm_core.compare import compare_long_video
-from vdm_core.conditional import KEYFRAME_SKIP, keyframe_plan, plan_blocks
+from vdm_core.conditional import KEYFRAME_SKIP, cascade, keyframe_plan, plan_blocks
 from vdm_core.data import world_clip
 from vdm_core.defaults import default_config
 from vdm_core.pipeline import VideoDiffusionPipeline
@@ -142,11 +142,13 @@ def test_a_keyframe_model_draws_the_keyframes_and_the_main_model_fills_between(p
     try:
         both = pipe.with_keyframe_model(tmp_path / "keys").extend(
             clip.frames, 40, method="cascade", config=_config())
+        direct = cascade(pipe, "", 40, clip.frames, config=_config())  # a caller of the function
     finally:
         pipe.keyframe_pipe = None
     new_keys = [k for k in both.info["keyframes"] if k >= 8]
     between = [i for i in range(8, 40) if i % KEYFRAME_SKIP]
     torch.testing.assert_close(both.x[:, :, new_keys], alone.x[:, :, new_keys])
+    torch.testing.assert_close(direct.x, both.x)
     assert not torch.allclose(both.x[:, :, new_keys], plain.x[:, :, new_keys])
     assert not torch.allclose(both.x[:, :, between], alone.x[:, :, between])
     np.testing.assert_array_equal(both.frames[:8], clip.frames)

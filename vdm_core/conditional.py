@@ -399,12 +399,13 @@ def cascade(pipe: Sampler, prompt: str | Sequence[str], num_frames: int,
     windows' first new frames and the keyframe windows' (these also in
     info["keyframe_block_starts"]).
 
-    `keyframe_pipe` (optional) samples the keyframes, as in the paper, where a frameskip-4 model
-    draws them and a frameskip-1 model (`pipe`) fills the frames between; without it `pipe`
-    does both (it needs the frameskip input for the keyframes to move at the right speed).
+    `keyframe_pipe` samples the keyframes, as in the paper, where a frameskip-4 model draws
+    them and a frameskip-1 model (`pipe`) fills the frames between. It defaults to the model
+    attached to `pipe` (`pipe.keyframe_pipe`, see `with_keyframe_model`); when there is none,
+    `pipe` does both (it needs the frameskip input for the keyframes to move at the right speed).
     """
     config = config or default_config("cascade")
-    keyframe_pipe = keyframe_pipe or pipe
+    keyframe_pipe = keyframe_pipe or getattr(pipe, "keyframe_pipe", None) or pipe
     window = _window(pipe, config)
     if (keyframe_pipe.config.channels, keyframe_pipe.config.image_size) != (
             pipe.config.channels, pipe.config.image_size):

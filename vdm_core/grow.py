@@ -5,12 +5,9 @@ zero, so training starts from exactly the saved function; `make_optimizer` gives
 parameters their own learning rate (`--added-lr-mult`).
 """
 
-import json
-from pathlib import Path
-
 import torch
 
-from .unet3d import CONFIG_NAME, UNet3D, UNetConfig, grown_names
+from .unet3d import UNet3D, UNetConfig
 
 
 def load_init(init_from: str, model_cfg: UNetConfig) -> tuple[UNet3D, tuple[str, ...]]:
@@ -21,12 +18,10 @@ def load_init(init_from: str, model_cfg: UNetConfig) -> tuple[UNet3D, tuple[str,
     overrides = {"frameskip_conditioning": True} if model_cfg.frameskip_conditioning else {}
     if model_cfg.temporal_resolutions:
         overrides["temporal_resolutions"] = model_cfg.temporal_resolutions
-    init = UNet3D.from_pretrained(init_from, **overrides)
+    init, added = UNet3D.load_grown(init_from, **overrides)
     if init.config != model_cfg:
         raise ValueError(f"--init-from {init_from} holds a different model config")
-    saved = UNetConfig.from_dict(json.loads((Path(init_from) / CONFIG_NAME).read_text()))
-    grown = grown_names(model_cfg, saved)
-    return init, tuple(n for n, _ in init.named_parameters() if n in grown)
+    return init, added
 
 
 def make_optimizer(model: UNet3D, added: tuple[str, ...], lr: float, weight_decay: float,

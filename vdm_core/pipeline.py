@@ -193,8 +193,7 @@ class VideoDiffusionPipeline:
         num_frames = self.config.num_frames if num_frames is None else int(num_frames)
         check_sampling_args(num_frames, config.steps, config.w, config.sampler)
         if method == "cascade":
-            return conditional.cascade(self, prompts, num_frames, config=config,
-                                       keyframe_pipe=self.keyframe_pipe)
+            return conditional.cascade(self, prompts, num_frames, config=config)
         if num_frames > self.config.num_frames:
             return conditional.generate(self, prompts, num_frames, config=config)
         z = self.initial_noise(len(prompts), num_frames, config.generator)
@@ -211,8 +210,7 @@ class VideoDiffusionPipeline:
         check_method(method)
         config = sampling_config(method_task(method, "extend"), config, **kwargs)
         if method == "cascade":
-            return conditional.cascade(self, prompt, num_frames, video, strategy, config,
-                                       self.keyframe_pipe)
+            return conditional.cascade(self, prompt, num_frames, video, strategy, config)
         return conditional.extend(self, video, num_frames, prompt, strategy, config)
 
     def predict(self, video, k: int, num_frames: int = 16, prompt="",

@@ -452,6 +452,13 @@ class UNet3D(nn.Module):
         those resolutions. The loaded model's outputs then equal the saved model's bit for bit
         (at any frameskip); any other mismatch between weights and config is refused.
         """
+        return cls.load_grown(directory, **config_overrides)[0]
+
+    @classmethod
+    def load_grown(cls, directory: str | Path,
+                   **config_overrides) -> tuple["UNet3D", tuple[str, ...]]:
+        """`from_pretrained`, and the names of the parameters the overrides grew (in parameter
+        order; empty when the config is the saved one)."""
         from safetensors.torch import load_file
 
         directory = Path(directory)
@@ -467,7 +474,7 @@ class UNet3D(nn.Module):
         if unexpected or sorted(missing) != sorted(added):
             raise RuntimeError(f"weights in {directory} do not fit the config: missing "
                                f"{sorted(set(missing) - set(added))}, unexpected {unexpected}")
-        return model.eval()
+        return model.eval(), tuple(n for n, _ in model.named_parameters() if n in added)
 
 
 def grown_names(config: UNetConfig, saved: UNetConfig) -> set[str]:
