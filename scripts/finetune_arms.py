@@ -43,6 +43,7 @@ ARMS = {  # name: (TrainConfig changes, UNetConfig changes); the control first
     "temporal attention at 32x32": ({}, {"temporal_resolutions": (32,)}),
     "temporal attention at 32x32, added layers at 10x lr": (
         {"added_lr_mult": 10.0}, {"temporal_resolutions": (32,)}),
+    "odd temporal bias 0.3 (a direction of time)": ({"break_time_symmetry": 0.3}, {}),
 }
 SCORED = ("world clips (start 0, frameskip 1)", "later windows (start 4..44, frameskip 1)")
 SLUG = {name: "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")

@@ -1,13 +1,15 @@
 """Pixel metrics of `vdm_core.metrics` on world clips with known answers."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from vdm_core.data import EVAL_SEEDS, render_clip, world_clip
+from vdm_core.data import EVAL_SEEDS, Scene, render_clip, scene_at, world_clip
 from vdm_core.metrics import (
     conditioning_fidelity,
+    direction_cosines,
     diversity,
     downsample,
     frame_change,
@@ -172,3 +174,21 @@ def test_identity_kept_counts_the_frames_before_a_colour_change():
     both[:3][mask] = yellow.frames[:3][mask]
     assert identity_kept(both) == pytest.approx(13 / 16)
     assert math.isnan(identity_kept(np.full_like(cyan.frames, 12)))
+
+
+def test_direction_cosines_tell_forward_from_backward_motion():
+    # The first held-out clips whose objects all move without a bounce over frames 2..6.
+    clips = [c for c in (world_clip(s, 16) for s in EVAL_SEEDS[:40])
+             if all(np.allclose(np.diff(c.positions[2:7, k], n=2, axis=0), 0, atol=1e-6)
+                    for k in range(len(c.scene.objects)))][:4]
+    assert len(clips) == 4
+    for c in clips:
+        np.testing.assert_array_less(0.95, direction_cosines(c.frames, c.scene, 2, 6))
+        # The same frames against the scene at frame 2 with every object moving the other way.
+        at_2 = scene_at(c.scene, 2)
+        backward = Scene(tuple(replace(o, vx=-o.vx, vy=-o.vy) for o in at_2.objects), at_2.size)
+        np.testing.assert_array_less(direction_cosines(c.frames[2:], backward, 0, 4), -0.95)
+        still = np.repeat(c.frames[:1], 8, axis=0)  # objects that do not move have no direction
+        assert np.isnan(direction_cosines(still, c.scene, 2, 6)).all()
+    with pytest.raises(ValueError, match="first < last"):
+        direction_cosines(clips[0].frames, clips[0].scene, 6, 6)

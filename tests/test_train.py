@@ -1,5 +1,6 @@
 """Training: exact resume after SIGKILL, DDP on CPU with torchrun, training on a video folder."""
 
+import copy
 import json
 import os
 import shutil
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from vdm_core.grow import load_init, make_optimizer
+from vdm_core.attention import relative_position_bucket
+from vdm_core.grow import break_time_symmetry, load_init, make_optimizer
 from vdm_core.records import export_from_checkpoint
 from vdm_core.train import TrainConfig, check_config, lr_at, parse_args, parse_frameskips
 from vdm_core.unet3d import TemporalAttention, UNet3D
@@ -318,3 +320,52 @@ def test_temporal_resolutions_grow_the_init_weights_into_the_same_function(tmp_p
     logsnr = torch.tensor([-3.0, 2.0])
     with torch.no_grad():
         assert torch.equal(init(z, logsnr), saved(z, logsnr))
+
+
+def odd_and_even(model: UNet3D) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every temporal attention bias at distances +-1..3, split into its odd and even parts."""
+    d = torch.arange(1, 4)
+    odd, even = [], []
+    for m in model.modules():
+        if isinstance(m, TemporalAttention):
+            ahead, behind = (m.rel_bias(relative_position_bucket(s * d, m.num_buckets,
+                                                                 m.max_distance))
+                             for s in (1, -1))
+            odd.append((ahead - behind) / 2)
+            even.append((ahead + behind) / 2)
+    return torch.cat(odd), torch.cat(even)
+
+
+def test_break_time_symmetry_adds_a_seeded_odd_part_once(tmp_path):
+    _, model_cfg = parse_args(TINY)
+    torch.manual_seed(0)
+    model = UNet3D(model_cfg)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, TemporalAttention):
+                m.rel_bias.weight.normal_()
+    odd0, even0 = odd_and_even(model)
+    kicked, again, other = (copy.deepcopy(model) for _ in range(3))
+    break_time_symmetry(kicked, 0.3, seed=1)
+    break_time_symmetry(again, 0.3, seed=1)
+    break_time_symmetry(other, 0.3, seed=2)
+    odd, even = odd_and_even(kicked)
+    torch.testing.assert_close(even, even0)  # attention by distance is left as it was
+    assert 0.15 < (odd - odd0).pow(2).mean().sqrt() < 0.6
+    torch.testing.assert_close(odd_and_even(again)[0], odd)
+    assert not torch.allclose(odd_and_even(other)[0], odd)
+    # In training: applied at the start of a run, not again on resume.
+    kick = ("--break-time-symmetry", "0.3", "--ckpt-every", "1", "--lr", "1e-6")
+    straight = run_train(tmp_path / "straight", 2, *kick)
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+    first = run_train(tmp_path / "split", 1, *kick)
+    assert first.wait(timeout=300) == 0, first.stdout.read()
+    second = run_train(tmp_path / "split", 2, *kick)
+    assert second.wait(timeout=300) == 0, second.stdout.read()
+    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "split")
+    for part in ("model", "ema"):
+        for name in a[part]:
+            torch.testing.assert_close(a[part][name], b[part][name], rtol=0, atol=0)
+    trained = UNet3D(model_cfg)
+    trained.load_state_dict(a["ema"])
+    assert odd_and_even(trained)[0].abs().mean() > 0.1  # the model starts at zero bias

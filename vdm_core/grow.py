@@ -2,12 +2,13 @@
 
 The frameskip input and extra temporal attention are added to saved weights with their output at
 zero, so training starts from exactly the saved function; `make_optimizer` gives these new
-parameters their own learning rate (`--added-lr-mult`).
+parameters their own learning rate (`--added-lr-mult`). `break_time_symmetry` gives the temporal
+attention a direction of time (`--break-time-symmetry`; docs/recipe.md, "The direction of time").
 """
 
 import torch
 
-from .unet3d import UNet3D, UNetConfig
+from .unet3d import TemporalAttention, UNet3D, UNetConfig
 
 
 def load_init(init_from: str, model_cfg: UNetConfig) -> tuple[UNet3D, tuple[str, ...]]:
@@ -40,3 +41,25 @@ def make_optimizer(model: UNet3D, added: tuple[str, ...], lr: float, weight_deca
     if added:
         groups.append({"params": [params[n] for n in added], "lr_mult": added_lr_mult})
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
+
+
+def break_time_symmetry(model: UNet3D, scale: float, seed: int) -> None:
+    """Add a random odd function of the distance j - i to every temporal attention bias, in place.
+
+    Space-only convolutions and a bias even in j - i make the U-Net exactly time-reversal
+    equivariant, and a reversible world gives training no first-order reason to leave that
+    point: only caption direction words reward it, and a model that cannot tell forward from
+    backward has learned to ignore them. Per layer, head and distance bucket k >= 1, a draw
+    delta ~ N(0, scale^2) is added to the bias at +k and subtracted at -k, so the even part
+    (attention by distance) is unchanged and every layer can tell the frames before from the
+    frames after.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, TemporalAttention):
+                half = layer.num_buckets // 2  # buckets [half, 2 half) hold j - i > 0
+                weight = layer.rel_bias.weight  # (buckets, heads)
+                delta = scale * torch.randn(half - 1, weight.shape[1], generator=generator)
+                weight[half + 1:] += delta.to(weight)
+                weight[1:half] -= delta.to(weight)

@@ -12,6 +12,8 @@ here the world is procedural, so coherence is measured directly in pixels and wi
   their colour and shape, and whether they move like the world's physics (constant velocity,
   elastic wall bounces).
 - `diversity`: how different samples from different seeds are.
+- `direction_cosines`: whether objects move the way a caption or a context says (the direction
+  of time: a model that cannot tell forward from backward scores near 0 on average).
 
 Every function is pure and takes uint8 frames (T, H, W, 3). Pixel distances are measured on the
 [0, 1] scale (uint8 value / 255); positions and trajectory errors are in pixels.
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vdm_core.data import Scene
+from vdm_core.data import Scene, scene_at
 from vdm_core.detect import Detection, caption_objects, detect_clip
 
 
@@ -334,3 +336,34 @@ def identity_kept(frames: np.ndarray) -> float:
         for frame in detections
     ]
     return float(np.mean(kept))
+
+
+MIN_SHIFT = 0.5  # px: a smaller displacement has no direction worth scoring
+
+
+def direction_cosines(frames: np.ndarray, scene: Scene, first: int, last: int) -> np.ndarray:
+    """Per object of `scene`, in order: the cosine between its detected displacement from frame
+    `first` to frame `last` and its true velocity at `first` (after any bounce before it), (n,).
+
+    1: the object moves the way the scene (its caption, or the frames before `first`) says; -1:
+    the opposite way. nan where the object's colour is not detected in both frames or it moved
+    less than MIN_SHIFT px. Keep `last - first` short: a wall bounce in between turns a correct
+    motion away from the velocity at `first`.
+    """
+    _check_frames(frames)
+    if not 0 <= first < last < len(frames):
+        raise ValueError(f"need 0 <= first < last < {len(frames)} frames, got {first}, {last}")
+    detections = detect_clip(frames[[first, last]])
+    cosines = []
+    for obj in scene_at(scene, first).objects:
+        ends = [max((d for d in frame if d.colour == obj.colour), key=lambda d: d.area,
+                    default=None) for frame in detections]
+        if None in ends:
+            cosines.append(float("nan"))
+            continue
+        shift = np.array([ends[1].x - ends[0].x, ends[1].y - ends[0].y])
+        velocity = np.array([obj.vx, obj.vy])
+        norm = float(np.linalg.norm(shift))
+        cosines.append(float(shift @ velocity / (norm * np.linalg.norm(velocity)))
+                       if norm >= MIN_SHIFT else float("nan"))
+    return np.array(cosines)

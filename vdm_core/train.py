@@ -13,8 +13,9 @@ checkpoint, `--init-from assets/model` starts from the shipped EMA weights (fres
 [0, N], at a frameskip drawn from the set (the paper's frameskip-1 and -4 clips), captioned with
 the motion at their first frame; `--frameskip-conditioning` gives the U-Net the frameskip as an
 input (added zero-initialised to --init-from's weights), and `--added-lr-mult K` trains the
-layers so added at K times --lr. `--export-only` re-exports the EMA weights of --out-dir's
-checkpoint to --export-dir.
+layers so added at K times --lr. `--break-time-symmetry S` adds a random odd part of scale S to
+the temporal attention biases at the start of a run. `--export-only` re-exports the EMA weights
+of --out-dir's checkpoint to --export-dir.
 """
 
 import argparse
@@ -35,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .diffusion import WEIGHTINGS, diffusion_loss, model_denoiser
-from .grow import load_init, make_optimizer
+from .grow import break_time_symmetry, load_init, make_optimizer
 from .memory import retain_freed_memory
 from .records import (
     CHECKPOINT_NAME,
@@ -62,6 +63,7 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 3e-4
     added_lr_mult: float = 1.0  # learning rate of the layers --init-from grows, times --lr
+    break_time_symmetry: float = 0.0  # scale of a random odd part added to temporal biases
     warmup_steps: int = 200
     weight_decay: float = 0.0
     ema_decay: float = 0.999
@@ -309,8 +311,12 @@ def build_run(cfg: TrainConfig, model_cfg: UNetConfig, device: torch.device, ran
               describe_hardware(device), added)
     if ckpt is not None:
         resume(run, ckpt)
-    elif init is not None:
+        return run
+    if init is not None:
         start_from(run, init, cfg.init_from)
+    if cfg.break_time_symmetry:  # once, at the start; a resumed run has it in its weights
+        break_time_symmetry(run.model, cfg.break_time_symmetry, cfg.seed)
+        run.ema.load_state_dict(run.model.state_dict())
     return run
 
 

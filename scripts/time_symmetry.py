@@ -1,0 +1,233 @@
+"""Does a model know which way time runs? The probe behind docs/recipe.md, "The direction of time".
+
+    nice -n 5 .venv/bin/python scripts/time_symmetry.py [MODEL] [--clips 64] [--samples 32]
+
+The U-Net's convolutions are space-only (1x3x3) and its temporal attention sees frame order only
+through the learned relative position bias (`TemporalAttention.rel_bias`, zero at
+initialisation). With a bias that is symmetric in the distance j - i, the network is exactly
+time-reversal equivariant: reversing the frames of z_t reverses x_hat. The world's physics is
+reversible too (constant velocity, elastic bounces), so without text the training loss gives
+this symmetry no reason to break; only the direction words of the captions ("moving left") do.
+The probe measures:
+
+1. the bias of each temporal attention layer, split into its part that is odd in j - i (the
+   only part that knows the direction of time) and its even part;
+2. the reversal gap: x_hat(z_t) against the reversed x_hat of the reversed z_t (zero for an
+   exactly time-symmetric model), beside the model's own denoising error;
+3. the use of direction words: the denoising error with each caption's directions mirrored
+   (left <-> right, up <-> down) minus with the true caption, paired by clip and noise, beside
+   the same for a wrong colour (a word the model is known to use);
+4. what a user sees: whether sampled objects move the way the caption says (text-to-video at the
+   app's defaults), and whether predicted objects keep the direction of the given frames
+   (`pipe.predict` from 4 frames at the library's defaults, empty prompt).
+
+Writes the section "time-symmetry" of docs/recipe.md (`--out` elsewhere).
+"""
+
+import argparse
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from report.common import ROOT, display_path, write_section
+from report.denoising import HELD_OUT, LOGSNRS
+from report.stats import t_interval
+from vdm_core.attention import relative_position_bucket
+from vdm_core.conditional import predict
+from vdm_core.data import EVAL_SEEDS, PALETTE, Scene, caption, world_clip
+from vdm_core.defaults import default_config
+from vdm_core.diffusion import model_denoiser
+from vdm_core.metrics import direction_cosines
+from vdm_core.pipeline import VideoDiffusionPipeline
+from vdm_core.records import training_phases
+from vdm_core.schedule import q_sample
+from vdm_core.text import get_text_encoder
+from vdm_core.unet3d import TemporalAttention
+from vdm_core.video_io import frames_to_tensor
+
+MIRROR = {"left": "right", "right": "left", "up": "down", "down": "up"}
+GIVEN = 4  # prediction from 4 given frames (issue #14's protocol, scripts/model_card.py)
+SPAN = 3  # frames over which a direction is measured (short: no wall bounce in between)
+CHUNK = 8
+
+
+def mirrored(text: str) -> str:
+    """The caption with every direction word replaced by its opposite."""
+    return re.sub(r"\b(left|right|up|down)\b", lambda m: MIRROR[m.group(1)], text)
+
+
+def recoloured(scene: Scene) -> str:
+    """The scene's caption with every colour replaced by one the scene does not have."""
+    spare = [c for c in PALETTE if c not in {o.colour for o in scene.objects}]
+    return caption(Scene(tuple(replace(o, colour=spare[i]) for i, o in enumerate(scene.objects)),
+                         scene.size))
+
+
+def bias_parts(model) -> list[tuple[str, float, float]]:
+    """(layer, RMS of the odd part, RMS of the even part) of each temporal attention layer's
+    bias over the distances 1..T-1 of its training window."""
+    d = torch.arange(1, model.config.num_frames)
+    rows = []
+    for name, layer in model.named_modules():
+        if isinstance(layer, TemporalAttention):
+            ahead, behind = (layer.rel_bias(relative_position_bucket(s * d, layer.num_buckets,
+                                                                     layer.max_distance))
+                             for s in (1, -1))  # (T - 1, heads)
+            odd, even = (ahead - behind) / 2, (ahead + behind) / 2
+            rows.append((name, odd.pow(2).mean().sqrt().item(), even.pow(2).mean().sqrt().item()))
+    return rows
+
+
+@torch.no_grad()
+def x_hats(model, x: torch.Tensor, texts: list[str], reverse: bool = False) -> torch.Tensor:
+    """x_hat at each of LOGSNRS with fixed noise (report.denoising's draws), in float32 so that a
+    time-symmetric model's reversal gap is rounding only, (levels, B, C, T, H, W). With
+    reverse=True the model denoises the time-reversed z_t and its output is reversed back."""
+    states, mask = get_text_encoder().encode(texts)
+    out = []
+    for i, logsnr in enumerate(LOGSNRS):
+        eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(i))
+        level = torch.full((x.shape[0],), logsnr)
+        z = q_sample(x, level, eps)  # (B, C, T, H, W)
+        if reverse:
+            z = z.flip(2)
+        parts = []
+        for j in range(0, len(x), CHUNK):
+            denoise = model_denoiser(model, states[j:j + CHUNK], mask[j:j + CHUNK])
+            parts.append(denoise(z[j:j + CHUNK], level[j:j + CHUNK]))
+        x_hat = torch.cat(parts)
+        out.append(x_hat.flip(2) if reverse else x_hat)
+    return torch.stack(out)
+
+
+def per_clip(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Mean squared difference per pixel, (levels, B)."""
+    return (a - b).pow(2).mean(dim=(2, 3, 4, 5)).numpy()
+
+
+def denoising_rows(model, n: int) -> list[str]:
+    """Table rows: per log-SNR level, the reversal gap (empty prompt, caption), the model's own
+    error, and the error rise with mirrored directions and with wrong colours."""
+    clips = [world_clip(s, model.config.num_frames, model.config.image_size)
+             for s in HELD_OUT[:n]]
+    x = torch.stack([frames_to_tensor(c.frames) for c in clips])  # (B, C, T, H, W)
+    captions = [c.caption for c in clips]
+    true = x_hats(model, x, captions)
+    cells = {
+        "reversal gap, empty prompt": per_clip(x_hats(model, x, [""] * n),
+                                               x_hats(model, x, [""] * n, reverse=True)),
+        "reversal gap, caption": per_clip(true, x_hats(model, x, captions, reverse=True)),
+        "own error, caption": per_clip(true, x[None]),
+    }
+    for name, texts in (("directions mirrored", [mirrored(t) for t in captions]),
+                        ("colours wrong", [recoloured(c.scene) for c in clips])):
+        cells[f"error rise, {name}"] = (per_clip(x_hats(model, x, texts), x[None])
+                                        - cells["own error, caption"])
+    rows = []
+    for name, v in cells.items():
+        mean = t_interval(v.mean(axis=0))
+        rows.append(f"| {name} | {num(mean.mean)} [{num(mean.lo)}, {num(mean.hi)}] | "
+                    + " | ".join(num(m) for m in v.mean(axis=1)) + " |")
+    return rows
+
+
+def num(v: float) -> str:
+    """Four decimals, or two significant digits where that would print a non-zero as 0.0000."""
+    return f"{v:.1e}" if 0 < abs(v) < 5e-5 else f"{v:.4f}"
+
+
+def share(cosines: np.ndarray) -> str:
+    """Mean cosine and the shares of objects moving the right way, the opposite way, or not
+    measurable."""
+    found = cosines[np.isfinite(cosines)]
+    return (f"mean cosine {found.mean():+.2f}; {np.mean(found > 0.7):.0%} the right way, "
+            f"{np.mean(found < -0.7):.0%} the opposite way (of {len(found)} objects measured, "
+            f"{1 - len(found) / len(cosines):.0%} not found or not moving)")
+
+
+def sampled_lines(pipe: VideoDiffusionPipeline, n: int, seed: int = 0) -> list[str]:
+    """Direction of sampled motion: text-to-video against the caption's directions, prediction
+    against the given frames' motion, and the true clips' own score (the detector's ceiling)."""
+    clips = [world_clip(s, pipe.config.num_frames, pipe.config.image_size) for s in EVAL_SEEDS[-n:]]
+    config = default_config("generate").seeded(seed)
+    made = pipe([c.caption for c in clips], config=config)
+    generated = np.concatenate([direction_cosines(v, c.scene, 0, SPAN)
+                                for v, c in zip(made.videos, clips, strict=True)])
+    truth = np.concatenate([direction_cosines(c.frames, c.scene, 0, SPAN) for c in clips])
+    given = torch.stack([frames_to_tensor(c.frames[:GIVEN]) for c in clips])  # (B, C, k, H, W)
+    out = predict(pipe, given, GIVEN, pipe.config.num_frames,
+                  config=default_config("predict").seeded(seed))
+    predicted = np.concatenate([direction_cosines(v, c.scene, GIVEN - 1, GIVEN - 1 + SPAN)
+                                for v, c in zip(out.videos, clips, strict=True)])
+    return [
+        f"- Text-to-video at the app's defaults ({config.steps} {config.sampler} steps, "
+        f"w = {config.w:g}), direction over frames 0-{SPAN} against the caption: "
+        f"{share(generated)}.",
+        f"- The true clips, same measure: {share(truth)}.",
+        f"- Prediction from {GIVEN} given frames (library defaults, empty prompt), direction over "
+        f"frames {GIVEN - 1}-{GIVEN - 1 + SPAN} against the true motion at frame {GIVEN - 1}: "
+        f"{share(predicted)}.",
+    ]
+
+
+def section(model_dir: Path, clips: int, samples: int, threads: int) -> str:
+    torch.set_num_threads(threads)
+    t0 = time.time()
+    pipe = VideoDiffusionPipeline.from_pretrained(model_dir, bf16=False)
+    model = pipe.model
+    steps = sum(p.get("step", 0) for p in training_phases(model_dir))
+    layers = bias_parts(model)
+    lines = [
+        "## The direction of time", "",
+        f"`{display_path(model_dir)}` ({steps:,} training steps over all phases). The U-Net's "
+        "convolutions are space-only and its temporal attention knows frame order only through "
+        "its relative position bias, which starts at zero: at initialisation the network is "
+        "exactly time-reversal equivariant. The world's physics is reversible, so only the "
+        "captions' direction words reward breaking that symmetry.", "",
+        "Relative position bias of each temporal attention layer over distances 1-"
+        f"{model.config.num_frames - 1}: RMS of its odd part (bias(d) - bias(-d))/2, the only "
+        "part that tells forward from backward, and of its even part.", "",
+        "| layer | odd part (direction of time) | even part (distance) |", "|---|---|---|",
+        *[f"| {name} | {odd:.3f} | {even:.3f} |" for name, odd, even in layers], "",
+        f"Denoising on {clips} held-out world clips with fixed noise (||.||^2 per pixel; mean and "
+        "95% t-interval over clips, then the mean per log-SNR). Reversal gap: x_hat(z_t) "
+        "against the reversed x_hat of the reversed z_t (0 for a time-symmetric model). Error "
+        "rise: the denoising error with the changed caption minus with the true one, same clips "
+        "and noise.", "",
+        "| measure | mean over levels | " + " | ".join(f"logsnr {v:+g}" for v in LOGSNRS) + " |",
+        "|---|---|" + "---|" * len(LOGSNRS),
+        *denoising_rows(model, clips), "",
+        f"Sampled motion ({samples} held-out clips, the last of EVAL_SEEDS; a direction is the "
+        f"cosine between an object's detected displacement over {SPAN} frames and its true "
+        "velocity):", "",
+        *(sampled_lines(pipe, samples) if samples else ["- not run (--samples 0)"]), "",
+        f"Generated in {(time.time() - t0) / 60:.0f} min by `nice -n 5 .venv/bin/python "
+        f"scripts/time_symmetry.py {display_path(model_dir)} --clips {clips} --samples "
+        f"{samples}`.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", type=Path, nargs="?", default=ROOT / "assets" / "model")
+    parser.add_argument("--clips", type=int, default=64, help="held-out clips for denoising")
+    parser.add_argument("--samples", type=int, default=32, help="clips to sample (0: skip)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "recipe.md")
+    args = parser.parse_args(argv)
+    if not args.out.parent.is_dir():
+        parser.error(f"--out: folder {args.out.parent} does not exist")
+    text = section(args.model, args.clips, args.samples, args.threads)
+    if not args.out.exists():
+        args.out.write_text("")
+    write_section(args.out, text, "time-symmetry")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""scripts/time_symmetry.py: does a model know which way time runs?"""
+
+import dataclasses
+
+import torch
+from conftest import load_script
+
+from vdm_core.data import world_clip
+from vdm_core.unet3d import TemporalAttention, UNetConfig
+from vdm_core.video_io import frames_to_tensor
+
+TINY = UNetConfig(base_channels=8, channel_mults=(1, 2), attn_resolutions=(8,), head_dim=8,
+                  text_heads=2, image_size=16, num_frames=8)
+
+
+def symmetrise(model) -> None:
+    """Make every temporal attention bias even in the distance: bias(d) = bias(-d)."""
+    script = load_script("time_symmetry")
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, TemporalAttention):
+                d = torch.arange(1, model.config.num_frames)
+                ahead, behind = (script.relative_position_bucket(s * d, layer.num_buckets,
+                                                                 layer.max_distance)
+                                 for s in (1, -1))
+                layer.rel_bias.weight[behind] = layer.rel_bias.weight[ahead]
+
+
+def test_a_symmetric_bias_makes_the_model_exactly_time_reversal_equivariant(randomized_unet):
+    script = load_script("time_symmetry")
+    model = randomized_unet(TINY).eval()
+    clips = [world_clip(s, 8, 16) for s in (1, 2)]
+    x = torch.stack([frames_to_tensor(c.frames) for c in clips])  # (B, C, T, H, W)
+    texts = [c.caption for c in clips]
+    symmetrise(model)
+    assert all(odd == 0 and even > 0 for _, odd, even in script.bias_parts(model))
+    gap = script.per_clip(script.x_hats(model, x, texts), script.x_hats(model, x, texts, True))
+    assert gap.max() < 1e-10  # float32 rounding only
+    with torch.no_grad():  # an odd part in one layer is enough to tell forward from backward
+        layer = next(m for m in model.modules() if isinstance(m, TemporalAttention))
+        layer.rel_bias.weight[layer.num_buckets // 2 + 1] += 1.0  # distance +1 only
+    odd = [o for _, o, _ in script.bias_parts(model)]
+    assert odd[0] > 0.1 and not any(odd[1:])
+    gap = script.per_clip(script.x_hats(model, x, texts), script.x_hats(model, x, texts, True))
+    assert gap.min() > 1e-8
+
+
+def test_mirrored_and_recoloured_captions():
+    script = load_script("time_symmetry")
+    assert (script.mirrored("a red circle moving up and left and a blue square moving right")
+            == "a red circle moving down and right and a blue square moving left")
+    scene = world_clip(3, 8, 16).scene
+    other = script.recoloured(scene)
+    assert other.count(" and a ") == scene.objects.__len__() - 1
+    assert not any(o.colour in other for o in scene.objects)
+    assert all(o.shape in other and o.direction in other for o in scene.objects)
+
+
+def test_the_section_is_written_into_the_recipe_page(tmp_path, randomized_unet):
+    script = load_script("time_symmetry")
+    randomized_unet(dataclasses.replace(TINY, num_frames=16)).save_pretrained(tmp_path / "m")
+    out = tmp_path / "recipe.md"
+    out.write_text("# Recipe\n\nkept\n")
+    script.main([str(tmp_path / "m"), "--clips", "2", "--samples", "2", "--threads", "1",
+                 "--out", str(out)])
+    text = out.read_text()
+    assert text.startswith("# Recipe\n\nkept\n")
+    assert "<!-- time-symmetry:start -->\n## The direction of time" in text
+    assert text.count("| down.") + text.count("| up.") + text.count("| mid.") >= 2
+    assert "| error rise, directions mirrored |" in text and "- Prediction from 4" in text
