@@ -32,6 +32,7 @@ def test_a_symmetric_bias_makes_the_model_exactly_time_reversal_equivariant(rand
     clips = [world_clip(s, 8, 16) for s in (1, 2)]
     x = torch.stack([frames_to_tensor(c.frames) for c in clips])  # (B, C, T, H, W)
     texts = [c.caption for c in clips]
+    assert all(odd > 0.1 for _, odd, _ in script.bias_parts(model))  # fresh: not symmetric
     symmetrise(model)
     assert all(odd == 0 and even > 0 for _, odd, even in script.bias_parts(model))
     gap = script.per_clip(script.x_hats(model, x, texts), script.x_hats(model, x, texts, True))

@@ -368,4 +368,4 @@ def test_break_time_symmetry_adds_a_seeded_odd_part_once(tmp_path):
             torch.testing.assert_close(a[part][name], b[part][name], rtol=0, atol=0)
     trained = UNet3D(model_cfg)
     trained.load_state_dict(a["ema"])
-    assert odd_and_even(trained)[0].abs().mean() > 0.1  # the model starts at zero bias
+    assert odd_and_even(trained)[0].abs().mean() > 0.1

@@ -198,6 +198,9 @@ class SpatialAttention(nn.Module):
         return x + y.view(bt, h, w, c).permute(0, 3, 1, 2)
 
 
+REL_BIAS_STD = 0.3  # the scale of `grow.break_time_symmetry`'s kick, harmless there (recipe.md)
+
+
 class TemporalAttention(nn.Module):
     """Self-attention over frames at each pixel, with a learned relative position bias per head.
 
@@ -206,6 +209,10 @@ class TemporalAttention(nn.Module):
     notion of time (the paper's reason for relative positions), it extends to 64 frames through
     the log-spaced buckets, and it is one additive term on the attention scores
     (`packed_attention`).
+
+    The bias starts random (std REL_BIAS_STD), not at zero: the convolutions are space-only, so a
+    bias even in j - i makes the whole network time-reversal equivariant, and in a reversible
+    world training never leaves that point (docs/recipe.md, "The direction of time").
     """
 
     def __init__(self, channels: int, head_dim: int, num_buckets: int, max_distance: int):
@@ -215,7 +222,7 @@ class TemporalAttention(nn.Module):
         self.norm = frame_norm(channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.rel_bias = nn.Embedding(num_buckets, self.heads)
-        nn.init.zeros_(self.rel_bias.weight)
+        nn.init.normal_(self.rel_bias.weight, std=REL_BIAS_STD)
         self.out = zero_init(nn.Linear(channels, channels))
 
     def bias(self, t: int, allowed: torch.Tensor | None, device, dtype) -> torch.Tensor:
