@@ -381,6 +381,13 @@ def source_caption(source: str, world_index: int, last_clip: dict | None):
     return gr.skip()
 
 
+def upload_caption(upload: str | None):
+    """Fill the prompt with the caption read from an uploaded world-like video; leave it as it
+    is for other footage."""
+    caption = sources.upload_caption(upload, get_pipeline().config.image_size)
+    return gr.skip() if caption is None else caption
+
+
 def source_controls(source: str):
     """Show the world clip number or the upload box, whichever the source needs."""
     return (gr.update(visible=source == sources.WORLD),

@@ -133,7 +133,8 @@ def extend_tab(last_clip: gr.State) -> list:
             upload = gr.Video(label="Uploaded video", sources=["upload"], include_audio=True,
                               visible=False)
             prompt = gr.Textbox(label="Prompt", value=sources.world_caption(0), lines=2,
-                                info="Filled with the source's caption; empty = unconditional")
+                                info="Filled with the source's caption (an upload's is read from "
+                                     "it by the object detector); empty = unconditional")
             num_frames = gr.Slider(window, MAX_FRAMES, value=2 * window, step=8,
                                    label="Frames",
                                    info=f"Long video: {handlers.LONG_VIDEO_FRAMES} by default, "
@@ -203,6 +204,8 @@ def extend_tab(last_clip: gr.State) -> list:
                 api_name="mode_frames", api_visibility="private", queue=False)
     gr.on([source.change, world.change], handlers.source_caption, [source, world, last_clip],
           [prompt], api_name="source_caption", queue=False)
+    upload.change(handlers.upload_caption, [upload], [prompt], api_name="upload_caption",
+                  queue=False)
     source.change(handlers.source_controls, [source], [world, upload],
                   api_name="source_controls", api_visibility="private", queue=False)
     return events

@@ -10,6 +10,7 @@ import numpy as np
 from demo.validation import InputError
 from vdm_core.data import BACKGROUND, EVAL_SEEDS, Clip, world_clip
 from vdm_core.detect import detect_objects
+from vdm_core.metrics import describe_clip
 from vdm_core.video_io import MAX_BYTES, MAX_READ_FRAMES, VideoReadError, read_video
 
 WORLD = "World clip"
@@ -117,3 +118,16 @@ def _index(world_index: object) -> int:
         raise InputError(f"the world clip number must be between 0 and {len(EVAL_SEEDS) - 1}, "
                          f"got {index}")
     return index
+
+
+def upload_caption(upload: str | Path | None, size: int) -> str | None:
+    """The caption the object detector reads from an uploaded world-like video
+    (`metrics.describe_clip`: colours, shapes, the motion of its last frames), or None when
+    there is no readable upload or it does not look like the world. Without a caption every
+    upload would be continued by the unconditional model, which keeps objects' colours and
+    shapes far less well (docs/recipe.md)."""
+    try:
+        frames = upload_source(upload, size).frames
+    except InputError:
+        return None  # the task itself reports the problem when it runs
+    return describe_clip(frames) if looks_like_world(frames) else None

@@ -3,8 +3,8 @@
     nice -n 5 .venv/bin/python scripts/time_symmetry.py [MODEL] [--clips 64] [--samples 32]
 
 The U-Net's convolutions are space-only (1x3x3) and its temporal attention sees frame order only
-through the learned relative position bias (`TemporalAttention.rel_bias`, zero at
-initialisation). With a bias that is symmetric in the distance j - i, the network is exactly
+through the learned relative position bias (`TemporalAttention.rel_bias`; it started at zero for
+the shipped models). With a bias that is symmetric in the distance j - i, the network is exactly
 time-reversal equivariant: reversing the frames of z_t reverses x_hat. The world's physics is
 reversible too (constant velocity, elastic bounces), so without text the training loss gives
 this symmetry no reason to break; only the direction words of the captions ("moving left") do.
@@ -185,9 +185,10 @@ def section(model_dir: Path, clips: int, samples: int, threads: int) -> str:
         "## The direction of time", "",
         f"`{display_path(model_dir)}` ({steps:,} training steps over all phases). The U-Net's "
         "convolutions are space-only and its temporal attention knows frame order only through "
-        "its relative position bias, which starts at zero: at initialisation the network is "
-        "exactly time-reversal equivariant. The world's physics is reversible, so only the "
-        "captions' direction words reward breaking that symmetry.", "",
+        "its relative position bias: with a bias even in j - i the network is exactly "
+        "time-reversal equivariant. Until this probe the bias started at zero, i.e. exactly "
+        "there (new models now start from a random bias). The world's physics is reversible, "
+        "so only the captions' direction words reward leaving that point.", "",
         "Relative position bias of each temporal attention layer over distances 1-"
         f"{model.config.num_frames - 1}: RMS of its odd part (bias(d) - bias(-d))/2, the only "
         "part that tells forward from backward, and of its even part.", "",

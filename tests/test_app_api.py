@@ -27,6 +27,7 @@ from demo.worker import BackgroundJob, Cancelled
 from vdm_core.conditional import shift_progress
 from vdm_core.data import world_clip
 from vdm_core.defaults import TASK_DEFAULTS
+from vdm_core.detect import caption_objects
 from vdm_core.outputs import PipelineStep
 from vdm_core.pipeline import DEFAULT_MODEL
 from vdm_core.unet3d import CONFIG_NAME, WEIGHTS_NAME, UNetConfig
@@ -179,8 +180,8 @@ def generate(client, prompt="a red circle moving right", seed=7, randomize=False
 def test_api_lists_every_endpoint(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     assert {"/generate", "/generate_stream", "/compare", "/super_resolve",
-            "/interpolate", "/long_video", "/source_caption", "/guidance_sweep",
-            "/guidance_field"} <= names
+            "/interpolate", "/long_video", "/source_caption", "/upload_caption",
+            "/guidance_sweep", "/guidance_field"} <= names
 
 
 def test_generate_returns_a_playable_video_strip_and_seed(client):
@@ -421,6 +422,17 @@ def test_each_mode_starts_at_its_tuned_preset():
 def test_source_caption_fills_the_prompt(client):
     caption = client.predict("World clip", 4, api_name="/source_caption")
     assert caption == sources.world_caption(4)
+
+
+def test_an_uploaded_world_clip_gets_the_caption_the_detector_reads(client, tmp_path):
+    clip = world_clip(5, 12)
+    path = write_mp4(clip.frames, tmp_path / "clip.mp4")
+    caption = client.predict(handle_file(str(path)), api_name="/upload_caption")
+    assert sorted(caption_objects(caption)) == sorted(caption_objects(clip.caption))
+    assert " moving " in caption
+    footage = np.random.default_rng(1).integers(0, 256, (12, 48, 48, 3), dtype=np.uint8)
+    assert sources.upload_caption(write_mp4(footage, tmp_path / "noise.mp4"), 32) is None
+    assert sources.upload_caption(None, 32) is None  # nothing uploaded yet: the prompt stays
 
 
 # --- the guidance views ----------------------------------------------------------------------

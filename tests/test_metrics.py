@@ -6,9 +6,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from vdm_core.data import EVAL_SEEDS, Scene, render_clip, scene_at, world_clip
+from vdm_core.data import EVAL_SEEDS, Scene, caption, render_clip, scene_at, world_clip
+from vdm_core.detect import caption_objects
 from vdm_core.metrics import (
     conditioning_fidelity,
+    describe_clip,
     direction_cosines,
     diversity,
     downsample,
@@ -192,3 +194,24 @@ def test_direction_cosines_tell_forward_from_backward_motion():
         assert np.isnan(direction_cosines(still, c.scene, 2, 6)).all()
     with pytest.raises(ValueError, match="first < last"):
         direction_cosines(clips[0].frames, clips[0].scene, 6, 6)
+
+
+def test_describe_clip_reads_the_world_caption_back():
+    matched = 0
+    for seed in EVAL_SEEDS[:24]:
+        clip = world_clip(seed, 12)
+        truth = caption(scene_at(clip.scene, 9))  # the motion over the last 3 frames
+        described = describe_clip(clip.frames)
+        assert sorted(caption_objects(described)) == sorted(caption_objects(truth))
+        matched += sorted(described.split(" and ")) == sorted(truth.split(" and "))
+    assert matched >= 20  # a bounce in the last frames or an occlusion can turn a direction
+    # Clips whose objects bounced after frame 0: the caption follows the motion at the end.
+    bounced = [c for c in (world_clip(s, 12) for s in EVAL_SEEDS[:40])
+               if caption(scene_at(c.scene, 0)) != caption(scene_at(c.scene, 9))]
+    late = [sorted(describe_clip(c.frames).split(" and "))
+            == sorted(caption(scene_at(c.scene, 9)).split(" and ")) for c in bounced]
+    assert len(bounced) >= 10 and sum(late) >= 0.7 * len(bounced)
+    blank = np.zeros((6, 32, 32, 3), dtype=np.uint8)
+    assert describe_clip(blank) == ""
+    still = np.repeat(world_clip(EVAL_SEEDS[0], 1).frames, 6, axis=0)
+    assert " moving " not in describe_clip(still) and describe_clip(still)

@@ -12,6 +12,7 @@ here the world is procedural, so coherence is measured directly in pixels and wi
   their colour and shape, and whether they move like the world's physics (constant velocity,
   elastic wall bounces).
 - `diversity`: how different samples from different seeds are.
+- `describe_clip`: a world caption read from frames (the app fills an upload's prompt with it).
 - `direction_cosines`: whether objects move the way a caption or a context says (the direction
   of time: a model that cannot tell forward from backward scores near 0 on average).
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vdm_core.data import Scene, scene_at
+from vdm_core.data import DIRECTIONS, Scene, scene_at
 from vdm_core.detect import Detection, caption_objects, detect_clip
 
 
@@ -367,3 +368,26 @@ def direction_cosines(frames: np.ndarray, scene: Scene, first: int, last: int) -
         cosines.append(float(shift @ velocity / (norm * np.linalg.norm(velocity)))
                        if norm >= MIN_SHIFT else float("nan"))
     return np.array(cosines)
+
+
+def describe_clip(frames: np.ndarray, span: int = 3) -> str:
+    """A world caption read from uint8 frames (T, H, W, 3) by the detector, "" without objects.
+
+    Each object seen in at least half the frames (as in `motion_stats`) is named by its colour
+    and most common detected shape, moving in the world direction nearest its displacement over
+    its last `span` detections (the motion a continuation of the clip starts from); an object
+    that does not move is named without a direction. Objects are listed left to right.
+    """
+    _check_frames(frames)
+    parts = []
+    for colour, track in _tracks(detect_clip(frames)).items():
+        seen = [d for d in track if d is not None]
+        shapes = [d.shape for d in seen]
+        shape = max(set(shapes), key=shapes.count)
+        first, last = seen[-span:][0], seen[-1]
+        shift = np.array([last.x - first.x, last.y - first.y])
+        text = f"a {colour} {shape}"
+        if np.linalg.norm(shift) >= MIN_SHIFT:
+            text += " moving " + max(DIRECTIONS, key=lambda k: float(np.dot(DIRECTIONS[k], shift)))
+        parts.append((last.x, text))
+    return " and ".join(text for _, text in sorted(parts))
