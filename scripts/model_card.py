@@ -7,7 +7,8 @@ detector validated on ground-truth clips first, then caption match for w in {0, 
 version of the paper's Table 5), split by the number of objects in the caption, and motion
 statistics (centroid acceleration away from walls, colour presence, size constancy, identity
 kept) of the samples, next to the same statistics of true clips; then the unconditional model
-(empty prompt: what every uploaded video is extended with) and prediction from 4 given frames at
+(empty prompt: what an upload the detector cannot caption, or a cleared prompt, is extended
+with) and prediction from 4 given frames at
 the library's defaults, and a table of the model's targets, met or not.
 """
 
