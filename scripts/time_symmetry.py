@@ -36,7 +36,6 @@ import torch
 from report.common import ROOT, display_path, write_section
 from report.denoising import HELD_OUT, LOGSNRS
 from report.stats import t_interval
-from vdm_core.attention import relative_position_bucket
 from vdm_core.conditional import predict
 from vdm_core.data import EVAL_SEEDS, PALETTE, Scene, caption, world_clip
 from vdm_core.defaults import default_config
@@ -74,10 +73,7 @@ def bias_parts(model) -> list[tuple[str, float, float]]:
     rows = []
     for name, layer in model.named_modules():
         if isinstance(layer, TemporalAttention):
-            ahead, behind = (layer.rel_bias(relative_position_bucket(s * d, layer.num_buckets,
-                                                                     layer.max_distance))
-                             for s in (1, -1))  # (T - 1, heads)
-            odd, even = (ahead - behind) / 2, (ahead + behind) / 2
+            odd, even = layer.odd_even(d)  # (T - 1, heads)
             rows.append((name, odd.pow(2).mean().sqrt().item(), even.pow(2).mean().sqrt().item()))
     return rows
 

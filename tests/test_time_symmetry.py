@@ -5,6 +5,7 @@ import dataclasses
 import torch
 from conftest import load_script
 
+from vdm_core.attention import relative_position_bucket
 from vdm_core.data import world_clip
 from vdm_core.unet3d import TemporalAttention, UNetConfig
 from vdm_core.video_io import frames_to_tensor
@@ -15,13 +16,12 @@ TINY = UNetConfig(base_channels=8, channel_mults=(1, 2), attn_resolutions=(8,), 
 
 def symmetrise(model) -> None:
     """Make every temporal attention bias even in the distance: bias(d) = bias(-d)."""
-    script = load_script("time_symmetry")
     with torch.no_grad():
         for layer in model.modules():
             if isinstance(layer, TemporalAttention):
                 d = torch.arange(1, model.config.num_frames)
-                ahead, behind = (script.relative_position_bucket(s * d, layer.num_buckets,
-                                                                 layer.max_distance)
+                ahead, behind = (relative_position_bucket(s * d, layer.num_buckets,
+                                                          layer.max_distance)
                                  for s in (1, -1))
                 layer.rel_bias.weight[behind] = layer.rel_bias.weight[ahead]
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from vdm_core.attention import relative_position_bucket
 from vdm_core.grow import break_time_symmetry, load_init, make_optimizer
 from vdm_core.records import export_from_checkpoint
 from vdm_core.train import TrainConfig, check_config, lr_at, parse_args, parse_frameskips
@@ -328,11 +327,9 @@ def odd_and_even(model: UNet3D) -> tuple[torch.Tensor, torch.Tensor]:
     odd, even = [], []
     for m in model.modules():
         if isinstance(m, TemporalAttention):
-            ahead, behind = (m.rel_bias(relative_position_bucket(s * d, m.num_buckets,
-                                                                 m.max_distance))
-                             for s in (1, -1))
-            odd.append((ahead - behind) / 2)
-            even.append((ahead + behind) / 2)
+            odd_part, even_part = m.odd_even(d)
+            odd.append(odd_part)
+            even.append(even_part)
     return torch.cat(odd), torch.cat(even)
 
 

@@ -225,6 +225,14 @@ class TemporalAttention(nn.Module):
         nn.init.normal_(self.rel_bias.weight, std=REL_BIAS_STD)
         self.out = zero_init(nn.Linear(channels, channels))
 
+    def odd_even(self, distances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bias at positive `distances` split into its part odd in j - i (the only part that
+        tells the frames before from the frames after) and its even part.  # (D, heads) each"""
+        ahead, behind = (self.rel_bias(relative_position_bucket(s * distances, self.num_buckets,
+                                                                self.max_distance))
+                         for s in (1, -1))
+        return (ahead - behind) / 2, (ahead + behind) / 2
+
     def bias(self, t: int, allowed: torch.Tensor | None, device, dtype) -> torch.Tensor:
         """Additive attention bias.  # (B or 1, 1, heads, T, T)"""
         pos = torch.arange(t, device=device)
