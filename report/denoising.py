@@ -15,26 +15,36 @@ CHUNK = 8  # clips per forward pass
 
 
 @torch.no_grad()
-def denoising_errors(model: UNet3D, x: torch.Tensor, states: torch.Tensor,
-                     mask: torch.Tensor, frameskip: int | None = None) -> np.ndarray:
-    """||x_hat(z_t) - x||^2 per pixel of each clip at each of LOGSNRS, (len(LOGSNRS), B).
+def denoised(model: UNet3D, x: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
+             frameskip: int | None = None, reverse: bool = False) -> torch.Tensor:
+    """x_hat(z_t) of each clip at each of LOGSNRS, (len(LOGSNRS), B, C, T, H, W).
 
     z_t = alpha_t x + sigma_t eps (eq. 1) with fixed noise (seeded by the level's index), so two
-    models see the same z_t and their errors are paired clip by clip. x (B, C, T, H, W) in
+    models see the same z_t and their results are paired clip by clip. x (B, C, T, H, W) in
     [-1, 1]; states/mask: the text encoder's output for the clips' prompts; frameskip: the
-    stride of the clips' frames, for a frameskip-conditioned model (None: its default, 1).
+    stride of the clips' frames, for a frameskip-conditioned model (None: its default, 1). With
+    reverse=True the model denoises the time-reversed z_t and its output is reversed back.
     """
     chunks = [(slice(j, j + CHUNK), model_denoiser(model, states[j:j + CHUNK],
                                                     mask[j:j + CHUNK], frameskip=frameskip))
               for j in range(0, len(x), CHUNK)]
-    errors = []
+    out = []
     for i, logsnr in enumerate(LOGSNRS):
         eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(i))
         level = torch.full((x.shape[0],), logsnr)
         z = q_sample(x, level, eps)  # (B, C, T, H, W)
-        x_hat = torch.cat([denoise(z[part], level[part]) for part, denoise in chunks])
-        errors.append((x_hat.float() - x).pow(2).mean(dim=(1, 2, 3, 4)).numpy())
-    return np.stack(errors)
+        if reverse:
+            z = z.flip(2)
+        x_hat = torch.cat([denoise(z[part], level[part]) for part, denoise in chunks]).float()
+        out.append(x_hat.flip(2) if reverse else x_hat)
+    return torch.stack(out)
+
+
+def denoising_errors(model: UNet3D, x: torch.Tensor, states: torch.Tensor,
+                     mask: torch.Tensor, frameskip: int | None = None) -> np.ndarray:
+    """||x_hat(z_t) - x||^2 per pixel of each clip at each of LOGSNRS, (len(LOGSNRS), B), with
+    `denoised`'s fixed noise."""
+    return (denoised(model, x, states, mask, frameskip) - x).pow(2).mean(dim=(2, 3, 4, 5)).numpy()
 
 
 HELD_OUT = EVAL_SEEDS[:64]  # the recipe probe's held-out clips (docs/recipe.md) and more

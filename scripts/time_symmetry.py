@@ -34,16 +34,14 @@ import numpy as np
 import torch
 
 from report.common import ROOT, display_path, write_section
-from report.denoising import HELD_OUT, LOGSNRS
+from report.denoising import HELD_OUT, LOGSNRS, denoised
 from report.stats import t_interval
 from vdm_core.conditional import predict
 from vdm_core.data import EVAL_SEEDS, PALETTE, Scene, caption, world_clip
 from vdm_core.defaults import default_config
-from vdm_core.diffusion import model_denoiser
 from vdm_core.metrics import direction_cosines
 from vdm_core.pipeline import VideoDiffusionPipeline
 from vdm_core.records import training_phases
-from vdm_core.schedule import q_sample
 from vdm_core.text import get_text_encoder
 from vdm_core.unet3d import TemporalAttention
 from vdm_core.video_io import frames_to_tensor
@@ -51,7 +49,6 @@ from vdm_core.video_io import frames_to_tensor
 MIRROR = {"left": "right", "right": "left", "up": "down", "down": "up"}
 GIVEN = 4  # prediction from 4 given frames (issue #14's protocol, scripts/model_card.py)
 SPAN = 3  # frames over which a direction is measured (short: no wall bounce in between)
-CHUNK = 8
 
 
 def mirrored(text: str) -> str:
@@ -78,26 +75,11 @@ def bias_parts(model) -> list[tuple[str, float, float]]:
     return rows
 
 
-@torch.no_grad()
 def x_hats(model, x: torch.Tensor, texts: list[str], reverse: bool = False) -> torch.Tensor:
-    """x_hat at each of LOGSNRS with fixed noise (report.denoising's draws), in float32 so that a
-    time-symmetric model's reversal gap is rounding only, (levels, B, C, T, H, W). With
-    reverse=True the model denoises the time-reversed z_t and its output is reversed back."""
+    """`report.denoising.denoised` with the prompts `texts`, run in float32 so that a
+    time-symmetric model's reversal gap is rounding only, (levels, B, C, T, H, W)."""
     states, mask = get_text_encoder().encode(texts)
-    out = []
-    for i, logsnr in enumerate(LOGSNRS):
-        eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(i))
-        level = torch.full((x.shape[0],), logsnr)
-        z = q_sample(x, level, eps)  # (B, C, T, H, W)
-        if reverse:
-            z = z.flip(2)
-        parts = []
-        for j in range(0, len(x), CHUNK):
-            denoise = model_denoiser(model, states[j:j + CHUNK], mask[j:j + CHUNK])
-            parts.append(denoise(z[j:j + CHUNK], level[j:j + CHUNK]))
-        x_hat = torch.cat(parts)
-        out.append(x_hat.flip(2) if reverse else x_hat)
-    return torch.stack(out)
+    return denoised(model, x, states, mask, reverse=reverse)
 
 
 def per_clip(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
