@@ -93,12 +93,21 @@ def test_sigterm_saves_a_checkpoint(tmp_path):
                     / "torchrun").exists(), reason="torchrun not installed")
 def test_torchrun_ddp_on_cpu_keeps_ranks_identical(tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    verdict = tmp_path / "verdict.json"
-    proc = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", str(ROOT / "tests" / "ddp_worker.py"),
-         str(tmp_path / "run"), str(verdict)],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for attempt in range(2):
+        verdict = tmp_path / f"verdict{attempt}.json"
+        proc = subprocess.run(
+            [torchrun, "--standalone", "--nproc_per_node=2", str(ROOT / "tests" / "ddp_worker.py"),
+             str(tmp_path / f"run{attempt}"), str(verdict)],
+            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+        output = proc.stdout + proc.stderr
+        # gloo's teardown (torch 2.13, CPU) rarely aborts one rank after both have passed the
+        # final barrier: seen once in CI and 0 times in 40 local runs. Only that abort, after the
+        # verdict was written, earns one second run; any other failure fails at once.
+        teardown_abort = (proc.returncode != 0 and verdict.exists()
+                          and "terminate called without an active exception" in output)
+        if not teardown_abort:
+            break
+    assert proc.returncode == 0, output[-6000:]
     result = json.loads(verdict.read_text())
     assert result["world_size"] == 2
     assert result["identical"]
