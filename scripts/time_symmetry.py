@@ -39,7 +39,8 @@ from report.stats import t_interval
 from vdm_core.conditional import predict
 from vdm_core.data import EVAL_SEEDS, PALETTE, Scene, caption, world_clip
 from vdm_core.defaults import default_config
-from vdm_core.metrics import direction_cosines
+from vdm_core.metrics import DIRECTION_SPAN as SPAN
+from vdm_core.metrics import direction_cosines, direction_shares
 from vdm_core.pipeline import VideoDiffusionPipeline
 from vdm_core.records import training_phases
 from vdm_core.text import get_text_encoder
@@ -48,7 +49,6 @@ from vdm_core.video_io import frames_to_tensor
 
 MIRROR = {"left": "right", "right": "left", "up": "down", "down": "up"}
 GIVEN = 4  # prediction from 4 given frames (issue #14's protocol, scripts/model_card.py)
-SPAN = 3  # frames over which a direction is measured (short: no wall bounce in between)
 
 
 def mirrored(text: str) -> str:
@@ -121,10 +121,10 @@ def num(v: float) -> str:
 def share(cosines: np.ndarray) -> str:
     """Mean cosine and the shares of objects moving the right way, the opposite way, or not
     measurable."""
-    found = cosines[np.isfinite(cosines)]
-    return (f"mean cosine {found.mean():+.2f}; {np.mean(found > 0.7):.0%} the right way, "
-            f"{np.mean(found < -0.7):.0%} the opposite way (of {len(found)} objects measured, "
-            f"{1 - len(found) / len(cosines):.0%} not found or not moving)")
+    d = direction_shares(cosines)
+    return (f"mean cosine {d['mean']:+.2f}; {d['right']:.0%} the right way, "
+            f"{d['opposite']:.0%} the opposite way (of {np.isfinite(cosines).sum()} objects "
+            f"measured, {1 - d['measured']:.0%} not found or not moving)")
 
 
 def sampled_lines(pipe: VideoDiffusionPipeline, n: int, seed: int = 0) -> list[str]:

@@ -12,6 +12,7 @@ from vdm_core.metrics import (
     conditioning_fidelity,
     describe_clip,
     direction_cosines,
+    direction_shares,
     diversity,
     downsample,
     frame_change,
@@ -195,6 +196,16 @@ def test_direction_cosines_tell_forward_from_backward_motion():
     with pytest.raises(ValueError, match="first < last"):
         direction_cosines(clips[0].frames, clips[0].scene, 6, 6)
 
+
+
+def test_direction_shares_pool_measured_objects_only():
+    d = direction_shares(np.array([1.0, 0.8, -0.9, 0.2, np.nan, np.nan]))
+    assert d["right"] == pytest.approx(2 / 4) and d["opposite"] == pytest.approx(1 / 4)
+    assert d["measured"] == pytest.approx(4 / 6) and d["mean"] == pytest.approx(1.1 / 4)
+    c = world_clip(EVAL_SEEDS[0], 16)  # a true clip moves the way its scene says
+    assert direction_shares(direction_cosines(c.frames, c.scene, 2, 5))["right"] == 1.0
+    none = direction_shares(np.full(3, np.nan))
+    assert none["measured"] == 0.0 and math.isnan(none["right"])
 
 def test_describe_clip_reads_the_world_caption_back():
     matched = 0

@@ -13,8 +13,9 @@ here the world is procedural, so coherence is measured directly in pixels and wi
   elastic wall bounces).
 - `diversity`: how different samples from different seeds are.
 - `describe_clip`: a world caption read from frames (the app fills an upload's prompt with it).
-- `direction_cosines`: whether objects move the way a caption or a context says (the direction
-  of time: a model that cannot tell forward from backward scores near 0 on average).
+- `direction_cosines` / `direction_shares`: whether objects move the way a caption or a context
+  says (the direction of time: a model that cannot tell forward from backward scores near 0 on
+  average, with as many objects moving the opposite way as the right way).
 
 Every function is pure and takes uint8 frames (T, H, W, 3). Pixel distances are measured on the
 [0, 1] scale (uint8 value / 255); positions and trajectory errors are in pixels.
@@ -369,6 +370,24 @@ def direction_cosines(frames: np.ndarray, scene: Scene, first: int, last: int) -
                        if norm >= MIN_SHIFT else float("nan"))
     return np.array(cosines)
 
+
+DIRECTION_SPAN = 3  # frames over which a direction is measured (short: no wall bounce between)
+ALIGNED = 0.7  # |cosine| at least this: the object moves along (or against) the true direction
+
+
+def direction_shares(cosines: np.ndarray) -> dict[str, float]:
+    """Summary of `direction_cosines` pooled over objects: "right" and "opposite" are the shares
+    of the measured objects with cosine >= ALIGNED and <= -ALIGNED, "measured" the share of all
+    objects that had a finite cosine (found in both frames and moving), "mean" the mean measured
+    cosine. nan where no object was measured."""
+    cosines = np.asarray(cosines, dtype=np.float64).reshape(-1)
+    found = cosines[np.isfinite(cosines)]
+    if not len(found):
+        return {"right": float("nan"), "opposite": float("nan"),
+                "measured": 0.0 if len(cosines) else float("nan"), "mean": float("nan")}
+    return {"right": float(np.mean(found >= ALIGNED)),
+            "opposite": float(np.mean(found <= -ALIGNED)),
+            "measured": len(found) / len(cosines), "mean": float(found.mean())}
 
 def describe_clip(frames: np.ndarray, span: int = 3) -> str:
     """A world caption read from uint8 frames (T, H, W, 3) by the detector, "" without objects.
