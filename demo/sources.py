@@ -3,6 +3,7 @@ an uploaded video. Pure functions (no Gradio): problems raise `InputError` with 
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -74,11 +75,23 @@ def _upload_path(upload: str | Path | None) -> Path:
     return Path(str(upload))
 
 
+@lru_cache(maxsize=4)
+def _decoded(path: str, size: int, mtime_ns: int, num_bytes: int) -> np.ndarray:
+    """read_video of an upload, kept for the next call on the same unchanged file: the prompt is
+    read from an upload when it arrives (`upload_caption`) and the task decodes it again when it
+    runs. The file's mtime and size are in the key, so a rewritten file is decoded anew."""
+    frames = read_video(Path(path), size=size, max_frames=MAX_READ_FRAMES, max_bytes=MAX_BYTES)
+    frames.flags.writeable = False  # (T, H, W, 3) shared between calls
+    return frames
+
+
 def upload_source(upload: str | Path | None, size: int) -> SourceClip:
     """An uploaded video decoded to size x size frames, or an InputError naming the limit."""
     path = _upload_path(upload)
+    stat = path.stat() if path.is_file() else None  # otherwise read_video names the problem
     try:
-        frames = read_video(path, size=size, max_frames=MAX_READ_FRAMES, max_bytes=MAX_BYTES)
+        frames = _decoded(str(path), size, stat.st_mtime_ns if stat else 0,
+                          stat.st_size if stat else 0).copy()
     except VideoReadError as exc:
         raise InputError(f"Cannot use the uploaded video: {exc}") from None
     return SourceClip(frames, "", f"the uploaded video ({len(frames)} frames)")

@@ -435,6 +435,24 @@ def test_an_uploaded_world_clip_gets_the_caption_the_detector_reads(client, tmp_
     assert sources.upload_caption(None, 32) is None  # nothing uploaded yet: the prompt stays
 
 
+
+def test_an_upload_is_decoded_once_for_its_caption_and_its_task(tmp_path):
+    path = write_mp4(world_clip(6, 12).frames, tmp_path / "clip.mp4")
+    misses = sources._decoded.cache_info().misses
+    caption = sources.upload_caption(str(path), 32)  # on upload: the prompt is read from it
+    first = sources.upload_source(str(path), 32).frames  # the task: no second decode
+    assert caption and sources._decoded.cache_info().misses == misses + 1
+    first[0] = 0  # each caller owns its frames: the kept decode is not changed
+    np.testing.assert_array_equal(sources.upload_source(str(path), 32).frames,
+                                  read_video(path, size=32))
+    time.sleep(0.01)
+    write_mp4(world_clip(7, 12).frames, path)  # the same name rewritten: decoded anew
+    np.testing.assert_array_equal(sources.upload_source(str(path), 32).frames,
+                                  read_video(path, size=32))
+    assert sources._decoded.cache_info().misses == misses + 2
+    with pytest.raises(validation.InputError, match="not found"):
+        sources.upload_source(str(tmp_path / "gone.mp4"), 32)
+
 # --- the guidance views ----------------------------------------------------------------------
 
 def test_looks_like_world_tells_world_clips_from_other_footage():
