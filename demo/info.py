@@ -28,6 +28,10 @@ end.
 * **Classifier-free guidance** (the slider *w*): ε̃ = (1 + w) ε(z, text) − w ε(z). w = 0 turns
   it off; larger w follows the prompt more closely with less variety. An empty prompt samples
   unconditionally.
+  The shipped model follows a prompt's colours and shapes but not its direction words
+  (*moving left*): this world looks the same played backwards, so it never learned which way
+  time runs, and objects move the opposite way almost as often (the card's *caption's
+  direction* column; docs/recipe.md, "The direction of time").
 * **Samplers**: ancestral (stochastic), DDIM (deterministic for a given seed) and
   predictor-corrector (an ancestral step plus a Langevin correction; about twice the cost).
 
