@@ -1,9 +1,15 @@
-"""The same seeds give bit-identical videos across refactors, for every task.
+"""The same seeds give the same videos across refactors, for every task.
 
-`tests/data/reference_videos.npz` was written by this file's `reference_runs` on main before
-the redesign that split `extend.py` (commit 1f7b61d), with the shipped model under the default
-bf16 autocast. The calls below use only the public API the README promises, so the same
-function regenerates them (`python tests/test_reference_videos.py --write`) and checks them.
+The runs are in float32 (`dtype=torch.float32`, autocast off). Under the default bf16 autocast
+the frames depend on the CPU: oneDNN picks AMX or AVX-512 kernels by CPU and by tensor layout,
+and a few steps of reconstruction guidance amplify their rounding to whole pixels (on an AMX
+machine 22-58% of the values differed from a reference written on an AVX-512 machine, up to
+255). In float32 the CPU is left with summation order only: forcing AVX2 kernels on an AMX
+machine changed at most 0.07% of the values, each by 1. A changed computation moves tens of
+percent. `tests/data/reference_videos.npz` was written by `reference_runs` below; float32 runs
+of the code before the redesign that split `extend.py` (1f7b61d) give the same bytes. The calls
+use only the public API the README promises; `python tests/test_reference_videos.py --write`
+rewrites the file.
 """
 
 import sys
@@ -18,6 +24,7 @@ from vdm_core.pipeline import VideoDiffusionPipeline
 
 REFERENCE = Path(__file__).parent / "data" / "reference_videos.npz"
 PROMPT = "a red circle moving up and left"
+ROUNDING_SHARE = 0.005  # of the values may differ by 1 (kernel summation order)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -64,15 +71,16 @@ def reference_runs(pipe: VideoDiffusionPipeline) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def runs():
-    return reference_runs(VideoDiffusionPipeline.from_pretrained())
+    return reference_runs(VideoDiffusionPipeline.from_pretrained(dtype=torch.float32))
 
 
 @pytest.mark.parametrize("name", sorted(np.load(REFERENCE).files) if REFERENCE.exists() else [])
 def test_same_seed_gives_the_saved_video(runs, name):
     saved = np.load(REFERENCE)[name]
     assert runs[name].shape == saved.shape
-    assert np.array_equal(runs[name], saved), (
-        f"{name}: {(runs[name] != saved).mean():.1%} of the values differ")
+    diff = np.abs(runs[name].astype(np.int16) - saved.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() <= ROUNDING_SHARE, (
+        f"{name}: {(diff > 0).mean():.2%} of the values differ, by up to {diff.max()}")
 
 
 def test_every_task_is_recorded():
@@ -84,5 +92,6 @@ def test_every_task_is_recorded():
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     REFERENCE.parent.mkdir(exist_ok=True)
-    np.savez_compressed(REFERENCE, **reference_runs(VideoDiffusionPipeline.from_pretrained()))
+    pipe = VideoDiffusionPipeline.from_pretrained(dtype=torch.float32)
+    np.savez_compressed(REFERENCE, **reference_runs(pipe))
     print(f"wrote {REFERENCE}")
