@@ -2,12 +2,15 @@
 
 import dataclasses
 
+import pytest
 import torch
 from conftest import load_script
 
 from vdm_core.attention import relative_position_bucket
 from vdm_core.data import world_clip
-from vdm_core.unet3d import TemporalAttention, UNetConfig
+from vdm_core.grow import load_init
+from vdm_core.train import parse_args
+from vdm_core.unet3d import TemporalAttention, UNet3D, UNetConfig
 from vdm_core.video_io import frames_to_tensor
 
 TINY = UNetConfig(base_channels=8, channel_mults=(1, 2), attn_resolutions=(8,), head_dim=8,
@@ -44,6 +47,40 @@ def test_a_symmetric_bias_makes_the_model_exactly_time_reversal_equivariant(rand
     assert odd[0] > 0.1 and not any(odd[1:])
     gap = script.per_clip(script.x_hats(model, x, texts), script.x_hats(model, x, texts, True))
     assert gap.min() > 1e-8
+
+
+def test_a_conditioned_odd_bias_starts_at_zero_then_lets_the_conditioning_read_time(
+        tmp_path, randomized_unet):
+    script = load_script("time_symmetry")
+    model = randomized_unet(TINY).eval()
+    symmetrise(model)  # the fixed bias even: only the new layers can tell forward from backward
+    model.save_pretrained(tmp_path)
+    _, cli_cfg = parse_args(["--conditioned-odd-bias"])
+    assert cli_cfg.conditioned_odd_bias and not parse_args([])[1].conditioned_odd_bias
+    grown, added = load_init(str(tmp_path), dataclasses.replace(TINY, conditioned_odd_bias=True))
+    layers = [m for m in grown.modules() if isinstance(m, TemporalAttention)]
+    assert len(added) == 2 * len(layers) and all(".odd_from_emb." in n for n in added)
+    clips = [world_clip(s, 8, 16) for s in (1, 2)]
+    x = torch.stack([frames_to_tensor(c.frames) for c in clips])  # (B, C, T, H, W)
+    texts = [c.caption for c in clips]
+    before = script.x_hats(model, x, texts)
+    assert torch.equal(script.x_hats(grown, x, texts), before)  # step 0: the saved function
+    gap = script.per_clip(script.x_hats(grown, x, texts), script.x_hats(grown, x, texts, True))
+    assert gap.max() < 1e-10
+    with torch.no_grad():
+        for layer in layers:
+            layer.odd_from_emb.weight.normal_(0, 0.3)
+        emb = torch.randn(2, TINY.emb_dim, generator=torch.Generator().manual_seed(0))
+        bias = layers[0].bias(5, None, "cpu", torch.float32, emb)  # (B, 1, heads, T, T)
+    even, odd = bias + bias.transpose(-1, -2), bias - bias.transpose(-1, -2)
+    torch.testing.assert_close(even[0], even[1])  # what the conditioning adds is odd in j - i
+    assert (odd[0] - odd[1]).abs().max() > 0.1  # and it depends on the conditioning
+    gap = script.per_clip(script.x_hats(grown, x, texts), script.x_hats(grown, x, texts, True))
+    assert gap.min() > 1e-8
+    grown.save_pretrained(tmp_path / "grown")
+    assert UNet3D.from_pretrained(tmp_path / "grown").config.conditioned_odd_bias
+    with pytest.raises(RuntimeError, match="unexpected"):
+        UNet3D.from_pretrained(tmp_path / "grown", conditioned_odd_bias=False)
 
 
 def test_mirrored_and_recoloured_captions():

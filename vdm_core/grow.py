@@ -1,9 +1,10 @@
 """Continuing training from saved weights into a grown model (`vdm-train --init-from`).
 
-The frameskip input and extra temporal attention are added to saved weights with their output at
-zero, so training starts from exactly the saved function; `make_optimizer` gives these new
-parameters their own learning rate (`--added-lr-mult`). `break_time_symmetry` gives the temporal
-attention a direction of time (`--break-time-symmetry`; docs/recipe.md, "The direction of time").
+The frameskip input, the conditioned odd bias and extra temporal attention are added to saved
+weights with their output at zero, so training starts from exactly the saved function;
+`make_optimizer` gives these new parameters their own learning rate (`--added-lr-mult`).
+`break_time_symmetry` gives the temporal attention a direction of time
+(`--break-time-symmetry`; docs/recipe.md, "The direction of time").
 """
 
 import torch
@@ -13,10 +14,11 @@ from .unet3d import TemporalAttention, UNet3D, UNetConfig
 
 def load_init(init_from: str, model_cfg: UNetConfig) -> tuple[UNet3D, tuple[str, ...]]:
     """The --init-from weights for a model of `model_cfg`, and the names of the parameters they
-    lack. With --frameskip-conditioning or --temporal-resolutions on weights trained without
-    them, the new layers are added with their output at zero, so training starts from exactly
-    the model those weights compute."""
-    overrides = {"frameskip_conditioning": True} if model_cfg.frameskip_conditioning else {}
+    lack. With --frameskip-conditioning, --conditioned-odd-bias or --temporal-resolutions on
+    weights trained without them, the new layers are added with their output at zero, so
+    training starts from exactly the model those weights compute."""
+    overrides = {name: True for name in ("frameskip_conditioning", "conditioned_odd_bias")
+                 if getattr(model_cfg, name)}
     if model_cfg.temporal_resolutions:
         overrides["temporal_resolutions"] = model_cfg.temporal_resolutions
     init, added = UNet3D.load_grown(init_from, **overrides)
@@ -33,9 +35,10 @@ def make_optimizer(model: UNet3D, added: tuple[str, ...], lr: float, weight_deca
     thousands of steps (assets/keyframe_model/README.md: phase 5's frameskip input)."""
     if added_lr_mult != 1.0 and not added:
         raise ValueError("--added-lr-mult applies to the layers that --init-from grows "
-                         "(--frameskip-conditioning or --temporal-resolutions on weights saved "
-                         "without them); this run has none (a checkpoint written before "
-                         "--added-lr-mult existed records none)")
+                         "(--frameskip-conditioning, --conditioned-odd-bias or "
+                         "--temporal-resolutions on weights saved without them); this run has "
+                         "none (a checkpoint written before --added-lr-mult existed records "
+                         "none)")
     params, grown = dict(model.named_parameters()), set(added)
     groups = [{"params": [p for n, p in params.items() if n not in grown], "lr_mult": 1.0}]
     if added:

@@ -467,6 +467,10 @@ def parse_args(argv=None) -> tuple[TrainConfig, UNetConfig]:
     parser.add_argument("--frameskip-conditioning", action=argparse.BooleanOptionalAction,
                         default=model_defaults.frameskip_conditioning,
                         help="give the U-Net the frameskip as a conditioning input")
+    parser.add_argument("--conditioned-odd-bias", action=argparse.BooleanOptionalAction,
+                        default=model_defaults.conditioned_odd_bias,
+                        help="let the conditioning (caption, log-SNR, frameskip) add an odd "
+                             "function of j - i to every temporal attention bias")
     args = vars(parser.parse_args(argv))
 
     def ints(s: str) -> tuple[int, ...]:
@@ -479,7 +483,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, UNetConfig]:
         temporal_resolutions=ints(args.pop("temporal_resolutions")), head_dim=args.pop("head_dim"),
         dropout=args.pop("dropout"), image_size=args.pop("image_size"),
         parameterization=args.pop("parameterization"),
-        frameskip_conditioning=args.pop("frameskip_conditioning"))
+        frameskip_conditioning=args.pop("frameskip_conditioning"),
+        conditioned_odd_bias=args.pop("conditioned_odd_bias"))
     model_cfg.num_frames = args["num_frames"]
     return TrainConfig(**args), model_cfg
 

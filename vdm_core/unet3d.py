@@ -71,6 +71,7 @@ class UNetConfig:
     num_frames: int = 16
     parameterization: str = "v"
     frameskip_conditioning: bool = False
+    conditioned_odd_bias: bool = False  # TemporalAttention.odd_from_emb (docs/recipe.md)
     temporal_resolutions: tuple[int, ...] = ()  # temporal attention alone (no spatial) here
 
     @property
@@ -213,9 +214,14 @@ class TemporalAttention(nn.Module):
     The bias starts random (std REL_BIAS_STD), not at zero: the convolutions are space-only, so a
     bias even in j - i makes the whole network time-reversal equivariant, and in a reversible
     world training never leaves that point (docs/recipe.md, "The direction of time").
+
+    With `emb_dim`, a zero-initialised linear map from the conditioning embedding adds one more
+    odd function of j - i per head (`odd_from_emb`): the caption, log-SNR and frameskip can then
+    choose which way the frames are read, which the fixed bias cannot (docs/recipe.md).
     """
 
-    def __init__(self, channels: int, head_dim: int, num_buckets: int, max_distance: int):
+    def __init__(self, channels: int, head_dim: int, num_buckets: int, max_distance: int,
+                 emb_dim: int | None = None):
         super().__init__()
         self.heads = max(1, channels // head_dim)
         self.num_buckets, self.max_distance = num_buckets, max_distance
@@ -223,6 +229,8 @@ class TemporalAttention(nn.Module):
         self.qkv = nn.Linear(channels, 3 * channels)
         self.rel_bias = nn.Embedding(num_buckets, self.heads)
         nn.init.normal_(self.rel_bias.weight, std=REL_BIAS_STD)
+        if emb_dim is not None:
+            self.odd_from_emb = zero_init(nn.Linear(emb_dim, num_buckets * self.heads))
         self.out = zero_init(nn.Linear(channels, channels))
 
     def odd_even(self, distances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,25 +241,34 @@ class TemporalAttention(nn.Module):
                          for s in (1, -1))
         return (ahead - behind) / 2, (ahead + behind) / 2
 
-    def bias(self, t: int, allowed: torch.Tensor | None, device, dtype) -> torch.Tensor:
-        """Additive attention bias.  # (B or 1, 1, heads, T, T)"""
+    def bias(self, t: int, allowed: torch.Tensor | None, device, dtype,
+             emb: torch.Tensor | None = None) -> torch.Tensor:
+        """Additive attention bias; emb (B, E) is needed when the layer has `odd_from_emb`.
+        # (B or 1, 1, heads, T, T)"""
         pos = torch.arange(t, device=device)
         buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets,
                                            self.max_distance)
         bias = self.rel_bias(buckets).permute(2, 0, 1)[None, None].to(dtype)  # (1, 1, h, T, T)
+        if hasattr(self, "odd_from_emb"):
+            table = self.odd_from_emb(F.silu(emb)).view(-1, self.num_buckets, self.heads)
+            odd = (table[:, buckets] - table[:, buckets.T]) / 2  # (B, T, T, heads), odd in j - i
+            bias = bias + odd.permute(0, 3, 1, 2)[:, None].to(dtype)  # (B, 1, h, T, T)
         if allowed is not None:
             blocked = torch.zeros(allowed.shape, device=device, dtype=dtype)
             blocked = blocked.masked_fill(~allowed, float("-inf"))
             bias = bias + blocked[:, None, None]
         return bias
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None, t: int) -> torch.Tensor:
-        """(B T, C, H, W) with T = t frames per sample -> (B T, C, H, W)."""
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None, t: int,
+                emb: torch.Tensor) -> torch.Tensor:
+        """(B T, C, H, W) with T = t frames per sample, emb (B T, E) the per-frame conditioning
+        (the same on a sample's frames) -> (B T, C, H, W)."""
         bt, c, h, w = x.shape
         b = bt // t
         y = self.norm(x).view(b, t, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, t, c)
         qkv = self.qkv(y.contiguous()).view(b, h * w, t, 3, self.heads, c // self.heads)
-        y = self.out(packed_attention(qkv, self.bias(t, allowed, x.device, qkv.dtype)))
+        bias = self.bias(t, allowed, x.device, qkv.dtype, emb[::t])
+        y = self.out(packed_attention(qkv, bias))
         return x + y.view(b, h, w, t, c).permute(0, 3, 4, 1, 2).reshape(bt, c, h, w)
 
 
@@ -261,12 +278,18 @@ class AttentionBlock(nn.Module):
     def __init__(self, channels: int, cfg: UNetConfig):
         super().__init__()
         self.spatial = SpatialAttention(channels, cfg.head_dim)
-        self.temporal = TemporalAttention(channels, cfg.head_dim, cfg.rel_pos_buckets,
-                                          cfg.rel_pos_max_distance)
+        self.temporal = temporal_attention(channels, cfg)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None, t: int) -> torch.Tensor:
-        """(B T, C, H, W) -> (B T, C, H, W)."""
-        return self.temporal(self.spatial(x), allowed, t)
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None, t: int,
+                emb: torch.Tensor) -> torch.Tensor:
+        """(B T, C, H, W), emb (B T, E) -> (B T, C, H, W)."""
+        return self.temporal(self.spatial(x), allowed, t, emb)
+
+
+def temporal_attention(channels: int, cfg: UNetConfig) -> TemporalAttention:
+    """The temporal attention of a `cfg` model at a site with `channels` channels."""
+    return TemporalAttention(channels, cfg.head_dim, cfg.rel_pos_buckets, cfg.rel_pos_max_distance,
+                             cfg.emb_dim if cfg.conditioned_odd_bias else None)
 
 
 class TextPooling(nn.Module):
@@ -351,9 +374,7 @@ class UNet3D(nn.Module):
         if res in self.config.attn_resolutions:
             blocks.append(AttentionBlock(c_out, self.config))
         elif res in self.config.temporal_resolutions:
-            blocks.append(TemporalAttention(c_out, self.config.head_dim,
-                                            self.config.rel_pos_buckets,
-                                            self.config.rel_pos_max_distance))
+            blocks.append(temporal_attention(c_out, self.config))
         return nn.ModuleList(blocks)
 
     def embed(self, logsnr: torch.Tensor, text_states, text_mask,
@@ -393,7 +414,7 @@ class UNet3D(nn.Module):
         for stage in self.down:
             h = self._run_stage(stage, h, emb, allowed, t)
             hs.append(h)
-        h = self.mid[2](self.mid[1](self.mid[0](h, emb), allowed, t), emb)
+        h = self.mid[2](self.mid[1](self.mid[0](h, emb), allowed, t, emb), emb)
         h = self._up(h, hs, emb, allowed, t, 0, self.tail_start)
         frames = _BACKPROP_FRAMES.get()
         if frames is None or not torch.is_grad_enabled():
@@ -409,7 +430,7 @@ class UNet3D(nn.Module):
             return stage(h)
         h = stage[0](h, emb)
         for block in stage[1:]:
-            h = block(h, allowed, t)
+            h = block(h, allowed, t, emb)
         return h
 
     def _up(self, h, hs: list, emb, allowed, t: int, start: int, stop: int | None):
@@ -463,8 +484,9 @@ class UNet3D(nn.Module):
 
         `config_overrides` replace fields of the saved config. They may grow the model by layers
         whose output starts at zero: `frameskip_conditioning=True` on weights saved without it
-        adds the frameskip input, and extra `temporal_resolutions` add temporal attention at
-        those resolutions. The loaded model's outputs then equal the saved model's bit for bit
+        adds the frameskip input, `conditioned_odd_bias=True` adds each temporal attention's
+        `odd_from_emb`, and extra `temporal_resolutions` add temporal attention at those
+        resolutions. The loaded model's outputs then equal the saved model's bit for bit
         (at any frameskip); any other mismatch between weights and config is refused.
         """
         return cls.load_grown(directory, **config_overrides)[0]
@@ -494,10 +516,12 @@ class UNet3D(nn.Module):
 
 def grown_names(config: UNetConfig, saved: UNetConfig) -> set[str]:
     """State-dict names that a model of `config` has and one of `saved` lacks: the layers that
-    `UNet3D.from_pretrained` grows (the frameskip input, extra temporal attention), whose output
+    `UNet3D.from_pretrained` grows (the frameskip input, the conditioned odd bias, extra temporal
+    attention), whose output
     starts at zero. Both models are built on torch's meta device: no memory, no random draws."""
     with torch.device("meta"):
         grown = UNet3D(config).state_dict()
         ungrown = UNet3D(replace(config, frameskip_conditioning=saved.frameskip_conditioning,
+                                 conditioned_odd_bias=saved.conditioned_odd_bias,
                                  temporal_resolutions=saved.temporal_resolutions)).state_dict()
     return set(grown) - set(ungrown)
