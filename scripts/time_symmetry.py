@@ -36,6 +36,7 @@ import torch
 from report.common import ROOT, display_path, write_section
 from report.denoising import HELD_OUT, LOGSNRS, denoised
 from report.stats import t_interval
+from vdm_core.attention import relative_position_bucket
 from vdm_core.conditional import predict
 from vdm_core.data import EVAL_SEEDS, PALETTE, Scene, caption, world_clip
 from vdm_core.defaults import default_config
@@ -72,6 +73,30 @@ def bias_parts(model) -> list[tuple[str, float, float]]:
         if isinstance(layer, TemporalAttention):
             odd, even = layer.odd_even(d)  # (T - 1, heads)
             rows.append((name, odd.pow(2).mean().sqrt().item(), even.pow(2).mean().sqrt().item()))
+    return rows
+
+
+def conditioned_odd_parts(model, captions: list[str], logsnr: float) -> list[tuple[str, ...]]:
+    """(layer, RMS of the odd bias that the conditioning adds, RMS of its change when the
+    captions' directions are mirrored) at `logsnr`, over the distances 1..T-1, for each temporal
+    attention layer with `odd_from_emb` (`--conditioned-odd-bias`)."""
+    t = model.config.num_frames
+    pos = torch.arange(t)
+    buckets = relative_position_bucket(pos[None, :] - pos[:, None], model.config.rel_pos_buckets,
+                                       model.config.rel_pos_max_distance)
+    ahead = pos[None, :] > pos[:, None]  # (T, T): each distance d >= 1 once per pair
+    embs = []
+    for texts in (captions, [mirrored(c) for c in captions]):
+        states, mask = get_text_encoder().encode(texts)
+        with torch.no_grad():
+            embs.append(model.embed(torch.full((len(texts),), logsnr), states, mask))  # (B, E)
+    rows = []
+    for name, layer in model.named_modules():
+        if isinstance(layer, TemporalAttention) and hasattr(layer, "odd_from_emb"):
+            with torch.no_grad():
+                odd, flipped = (layer.conditioned_odd(buckets, e)[..., ahead] for e in embs)
+            rows.append((name, odd.pow(2).mean().sqrt().item(),
+                         (odd - flipped).pow(2).mean().sqrt().item()))
     return rows
 
 
@@ -152,6 +177,24 @@ def sampled_lines(pipe: VideoDiffusionPipeline, n: int, seed: int = 0) -> list[s
     ]
 
 
+def conditioned_lines(model, n: int) -> list[str]:
+    """The table of `conditioned_odd_parts` on n held-out captions at log-SNR -6 and 0, or
+    nothing for a model without `--conditioned-odd-bias`."""
+    if not model.config.conditioned_odd_bias:
+        return []
+    captions = [world_clip(s, model.config.num_frames, model.config.image_size).caption
+                for s in HELD_OUT[:n]]
+    low, zero = (conditioned_odd_parts(model, captions, v) for v in (-6.0, 0.0))
+    return [
+        f"The odd bias the conditioning adds (`--conditioned-odd-bias`), RMS over {n} held-out "
+        "captions, and RMS of its change when their directions are mirrored:", "",
+        "| layer | logsnr -6 | mirrored change | logsnr 0 | mirrored change |",
+        "|---|---|---|---|---|",
+        *[f"| {a[0]} | {a[1]:.4f} | {a[2]:.4f} | {b[1]:.4f} | {b[2]:.4f} |"
+          for a, b in zip(low, zero, strict=True)], "",
+    ]
+
+
 def section(model_dir: Path, clips: int, samples: int, threads: int) -> str:
     torch.set_num_threads(threads)
     t0 = time.time()
@@ -172,6 +215,7 @@ def section(model_dir: Path, clips: int, samples: int, threads: int) -> str:
         "part that tells forward from backward, and of its even part.", "",
         "| layer | odd part (direction of time) | even part (distance) |", "|---|---|---|",
         *[f"| {name} | {odd:.3f} | {even:.3f} |" for name, odd, even in layers], "",
+        *conditioned_lines(model, clips),
         f"Denoising on {clips} held-out world clips with fixed noise (||.||^2 per pixel; mean and "
         "95% t-interval over clips, then the mean per log-SNR). Reversal gap: x_hat(z_t) "
         "against the reversed x_hat of the reversed z_t (0 for a time-symmetric model). Error "

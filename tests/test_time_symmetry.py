@@ -67,6 +67,8 @@ def test_a_conditioned_odd_bias_starts_at_zero_then_lets_the_conditioning_read_t
     assert torch.equal(script.x_hats(grown, x, texts), before)  # step 0: the saved function
     gap = script.per_clip(script.x_hats(grown, x, texts), script.x_hats(grown, x, texts, True))
     assert gap.max() < 1e-10
+    assert all(rms == change == 0 for _, rms, change in
+               script.conditioned_odd_parts(grown, texts, -6.0))
     with torch.no_grad():
         for layer in layers:
             layer.odd_from_emb.weight.normal_(0, 0.3)
@@ -77,6 +79,11 @@ def test_a_conditioned_odd_bias_starts_at_zero_then_lets_the_conditioning_read_t
     assert (odd[0] - odd[1]).abs().max() > 0.1  # and it depends on the conditioning
     gap = script.per_clip(script.x_hats(grown, x, texts), script.x_hats(grown, x, texts, True))
     assert gap.min() > 1e-8
+    parts = script.conditioned_odd_parts(grown, texts, -6.0)
+    assert len(parts) == len(layers) and all(rms > change > 0 for _, rms, change in parts)
+    table = script.conditioned_lines(grown, 2)
+    assert "| layer | logsnr -6 | mirrored change | logsnr 0 | mirrored change |" in table
+    assert sum(line.startswith(("| down.", "| mid.", "| up.")) for line in table) == len(layers)
     grown.save_pretrained(tmp_path / "grown")
     assert UNet3D.from_pretrained(tmp_path / "grown").config.conditioned_odd_bias
     with pytest.raises(RuntimeError, match="unexpected"):
@@ -106,3 +113,4 @@ def test_the_section_is_written_into_the_recipe_page(tmp_path, randomized_unet):
     assert "<!-- time-symmetry:start -->\n## The direction of time" in text
     assert text.count("| down.") + text.count("| up.") + text.count("| mid.") >= 2
     assert "| error rise, directions mirrored |" in text and "- Prediction from 4" in text
+    assert "--conditioned-odd-bias" not in text

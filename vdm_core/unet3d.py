@@ -241,6 +241,13 @@ class TemporalAttention(nn.Module):
                          for s in (1, -1))
         return (ahead - behind) / 2, (ahead + behind) / 2
 
+    def conditioned_odd(self, buckets: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The odd function of j - i that `odd_from_emb` adds for conditioning embeddings emb
+        (B, E), at the (T, T) bucketed distances `buckets`.  # (B, heads, T, T)"""
+        table = self.odd_from_emb(F.silu(emb)).view(-1, self.num_buckets, self.heads)
+        odd = (table[:, buckets] - table[:, buckets.T]) / 2  # (B, T, T, heads)
+        return odd.permute(0, 3, 1, 2)
+
     def bias(self, t: int, allowed: torch.Tensor | None, device, dtype,
              emb: torch.Tensor | None = None) -> torch.Tensor:
         """Additive attention bias; emb (B, E) is needed when the layer has `odd_from_emb`.
@@ -250,9 +257,7 @@ class TemporalAttention(nn.Module):
                                            self.max_distance)
         bias = self.rel_bias(buckets).permute(2, 0, 1)[None, None].to(dtype)  # (1, 1, h, T, T)
         if hasattr(self, "odd_from_emb"):
-            table = self.odd_from_emb(F.silu(emb)).view(-1, self.num_buckets, self.heads)
-            odd = (table[:, buckets] - table[:, buckets.T]) / 2  # (B, T, T, heads), odd in j - i
-            bias = bias + odd.permute(0, 3, 1, 2)[:, None].to(dtype)  # (B, 1, h, T, T)
+            bias = bias + self.conditioned_odd(buckets, emb)[:, None].to(dtype)  # (B, 1, h, T, T)
         if allowed is not None:
             blocked = torch.zeros(allowed.shape, device=device, dtype=dtype)
             blocked = blocked.masked_fill(~allowed, float("-inf"))
