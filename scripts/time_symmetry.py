@@ -45,7 +45,7 @@ from vdm_core.metrics import direction_cosines, direction_shares
 from vdm_core.pipeline import VideoDiffusionPipeline
 from vdm_core.records import training_phases
 from vdm_core.text import get_text_encoder
-from vdm_core.unet3d import TemporalAttention
+from vdm_core.unet3d import TemporalAttention, TextPooling
 from vdm_core.video_io import frames_to_tensor
 
 MIRROR = {"left": "right", "right": "left", "up": "down", "down": "up"}
@@ -98,6 +98,39 @@ def conditioned_odd_parts(model, captions: list[str], logsnr: float) -> list[tup
             rows.append((name, odd.pow(2).mean().sqrt().item(),
                          (odd - flipped).pow(2).mean().sqrt().item()))
     return rows
+
+
+def text_direction_lines(model, n: int) -> list[str]:
+    """How much of the captions' directions reaches the conditioning: RMS of the pooled text
+    vector (`UNet3D.text_pool`) on n held-out captions and RMS of its change when their
+    directions are mirrored or their colours changed; beside the same for a freshly initialised
+    pooling (seed 0) and for the encoder's own mean-pooled sentence embedding."""
+    clips = [world_clip(s, model.config.num_frames, model.config.image_size)
+             for s in HELD_OUT[:n]]
+    captions = [c.caption for c in clips]
+    variants = (captions, [mirrored(c) for c in captions], [recoloured(c.scene) for c in clips])
+    encoder = get_text_encoder()
+    encoded = [encoder.encode(texts) for texts in variants]  # (states, mask) each
+    cfg = model.config
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        fresh = TextPooling(cfg.text_dim, cfg.text_heads, cfg.emb_dim)
+    vectors = {"this model's pooling": model.text_pool, "the same pooling, untrained": fresh}
+    rows = []
+    for name, pool in vectors.items():
+        with torch.no_grad():
+            rows.append((name, [pool(states, mask.bool()) for states, mask in encoded]))
+    rows.append(("the encoder's mean-pooled sentence embedding",
+                 [encoder.embed_pooled(texts) for texts in variants]))
+    lines = [f"How much of a caption's direction reaches the U-Net ({n} held-out captions; "
+             "RMS of the vector and of its change):", "",
+             "| text vector | RMS | directions mirrored | colours wrong | mirrored / wrong |",
+             "|---|---|---|---|---|"]
+    for name, (base, flipped, other) in rows:
+        rms = [v.pow(2).mean().sqrt().item() for v in (base, flipped - base, other - base)]
+        lines.append(f"| {name} | {rms[0]:.4f} | {rms[1]:.4f} | {rms[2]:.4f} | "
+                     f"{rms[1] / rms[2]:.2f} |")
+    return [*lines, ""]
 
 
 def x_hats(model, x: torch.Tensor, texts: list[str], reverse: bool = False) -> torch.Tensor:
@@ -216,6 +249,7 @@ def section(model_dir: Path, clips: int, samples: int, threads: int) -> str:
         "| layer | odd part (direction of time) | even part (distance) |", "|---|---|---|",
         *[f"| {name} | {odd:.3f} | {even:.3f} |" for name, odd, even in layers], "",
         *conditioned_lines(model, clips),
+        *text_direction_lines(model, clips),
         f"Denoising on {clips} held-out world clips with fixed noise (||.||^2 per pixel; mean and "
         "95% t-interval over clips, then the mean per log-SNR). Reversal gap: x_hat(z_t) "
         "against the reversed x_hat of the reversed z_t (0 for a time-symmetric model). Error "

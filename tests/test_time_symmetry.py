@@ -114,3 +114,5 @@ def test_the_section_is_written_into_the_recipe_page(tmp_path, randomized_unet):
     assert text.count("| down.") + text.count("| up.") + text.count("| mid.") >= 2
     assert "| error rise, directions mirrored |" in text and "- Prediction from 4" in text
     assert "--conditioned-odd-bias" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| the same pooling, untr")]
+    assert len(rows) == 1 and float(rows[0].split("|")[3]) > 0  # mirroring changes the vector
