@@ -74,6 +74,8 @@ def test_a_conditioned_odd_bias_starts_at_zero_then_lets_the_conditioning_read_t
             layer.odd_from_emb.weight.normal_(0, 0.3)
         emb = torch.randn(2, TINY.emb_dim, generator=torch.Generator().manual_seed(0))
         bias = layers[0].bias(5, None, "cpu", torch.float32, emb)  # (B, 1, heads, T, T)
+    with pytest.raises(ValueError, match="pass emb"):
+        layers[0].bias(5, None, "cpu", torch.float32)
     even, odd = bias + bias.transpose(-1, -2), bias - bias.transpose(-1, -2)
     torch.testing.assert_close(even[0], even[1])  # what the conditioning adds is odd in j - i
     assert (odd[0] - odd[1]).abs().max() > 0.1  # and it depends on the conditioning

@@ -221,6 +221,9 @@ class TemporalAttention(nn.Module):
                                            self.max_distance)
         bias = self.rel_bias(buckets).permute(2, 0, 1)[None, None].to(dtype)  # (1, 1, h, T, T)
         if hasattr(self, "odd_from_emb"):
+            if emb is None:
+                raise ValueError("this layer's bias depends on the conditioning "
+                                 "(conditioned_odd_bias): pass emb")
             bias = bias + self.conditioned_odd(buckets, emb)[:, None].to(dtype)  # (B, 1, h, T, T)
         if allowed is not None:
             blocked = torch.zeros(allowed.shape, device=device, dtype=dtype)
