@@ -100,13 +100,16 @@ def conditioned_odd_parts(model, captions: list[str], logsnr: float) -> list[tup
     return rows
 
 
-def text_direction_lines(model, n: int) -> list[str]:
+def held_out_clips(model, n: int) -> list:
+    """The first n held-out world clips at the model's frame count and size."""
+    return [world_clip(s, model.config.num_frames, model.config.image_size) for s in HELD_OUT[:n]]
+
+
+def text_direction_lines(model, clips: list) -> list[str]:
     """How much of the captions' directions reaches the conditioning: RMS of the pooled text
-    vector (`UNet3D.text_pool`) on n held-out captions and RMS of its change when their
+    vector (`UNet3D.text_pool`) on the clips' captions and RMS of its change when their
     directions are mirrored or their colours changed; beside the same for a freshly initialised
     pooling (seed 0) and for the encoder's own mean-pooled sentence embedding."""
-    clips = [world_clip(s, model.config.num_frames, model.config.image_size)
-             for s in HELD_OUT[:n]]
     captions = [c.caption for c in clips]
     variants = (captions, [mirrored(c) for c in captions], [recoloured(c.scene) for c in clips])
     encoder = get_text_encoder()
@@ -122,8 +125,8 @@ def text_direction_lines(model, n: int) -> list[str]:
             rows.append((name, [pool(states, mask.bool()) for states, mask in encoded]))
     rows.append(("the encoder's mean-pooled sentence embedding",
                  [encoder.embed_pooled(texts) for texts in variants]))
-    lines = [f"How much of a caption's direction reaches the U-Net ({n} held-out captions; "
-             "RMS of the vector and of its change):", "",
+    lines = [f"How much of a caption's direction reaches the U-Net ({len(clips)} held-out "
+             "captions; RMS of the vector and of its change):", "",
              "| text vector | RMS | directions mirrored | colours wrong | mirrored / wrong |",
              "|---|---|---|---|---|"]
     for name, (base, flipped, other) in rows:
@@ -145,17 +148,15 @@ def per_clip(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return (a - b).pow(2).mean(dim=(2, 3, 4, 5)).numpy()
 
 
-def denoising_rows(model, n: int) -> list[str]:
+def denoising_rows(model, clips: list) -> list[str]:
     """Table rows: per log-SNR level, the reversal gap (empty prompt, caption), the model's own
     error, and the error rise with mirrored directions and with wrong colours."""
-    clips = [world_clip(s, model.config.num_frames, model.config.image_size)
-             for s in HELD_OUT[:n]]
     x = torch.stack([frames_to_tensor(c.frames) for c in clips])  # (B, C, T, H, W)
     captions = [c.caption for c in clips]
     true = x_hats(model, x, captions)
     cells = {
-        "reversal gap, empty prompt": per_clip(x_hats(model, x, [""] * n),
-                                               x_hats(model, x, [""] * n, reverse=True)),
+        "reversal gap, empty prompt": per_clip(x_hats(model, x, [""] * len(clips)),
+                                               x_hats(model, x, [""] * len(clips), reverse=True)),
         "reversal gap, caption": per_clip(true, x_hats(model, x, captions, reverse=True)),
         "own error, caption": per_clip(true, x[None]),
     }
@@ -210,17 +211,17 @@ def sampled_lines(pipe: VideoDiffusionPipeline, n: int, seed: int = 0) -> list[s
     ]
 
 
-def conditioned_lines(model, n: int) -> list[str]:
-    """The table of `conditioned_odd_parts` on n held-out captions at log-SNR -6 and 0, or
+def conditioned_lines(model, clips: list) -> list[str]:
+    """The table of `conditioned_odd_parts` on the clips' captions at log-SNR -6 and 0, or
     nothing for a model without `--conditioned-odd-bias`."""
     if not model.config.conditioned_odd_bias:
         return []
-    captions = [world_clip(s, model.config.num_frames, model.config.image_size).caption
-                for s in HELD_OUT[:n]]
+    captions = [c.caption for c in clips]
     low, zero = (conditioned_odd_parts(model, captions, v) for v in (-6.0, 0.0))
     return [
-        f"The odd bias the conditioning adds (`--conditioned-odd-bias`), RMS over {n} held-out "
-        "captions, and RMS of its change when their directions are mirrored:", "",
+        "The odd bias the conditioning adds (`--conditioned-odd-bias`), RMS over "
+        f"{len(clips)} held-out captions, and RMS of its change when their directions are "
+        "mirrored:", "",
         "| layer | logsnr -6 | mirrored change | logsnr 0 | mirrored change |",
         "|---|---|---|---|---|",
         *[f"| {a[0]} | {a[1]:.4f} | {a[2]:.4f} | {b[1]:.4f} | {b[2]:.4f} |"
@@ -235,6 +236,7 @@ def section(model_dir: Path, clips: int, samples: int, threads: int) -> str:
     model = pipe.model
     steps = sum(p.get("step", 0) for p in training_phases(model_dir))
     layers = bias_parts(model)
+    held_out = held_out_clips(model, clips)
     lines = [
         "## The direction of time", "",
         f"`{display_path(model_dir)}` ({steps:,} training steps over all phases). The U-Net's "
@@ -248,8 +250,8 @@ def section(model_dir: Path, clips: int, samples: int, threads: int) -> str:
         "part that tells forward from backward, and of its even part.", "",
         "| layer | odd part (direction of time) | even part (distance) |", "|---|---|---|",
         *[f"| {name} | {odd:.3f} | {even:.3f} |" for name, odd, even in layers], "",
-        *conditioned_lines(model, clips),
-        *text_direction_lines(model, clips),
+        *conditioned_lines(model, held_out),
+        *text_direction_lines(model, held_out),
         f"Denoising on {clips} held-out world clips with fixed noise (||.||^2 per pixel; mean and "
         "95% t-interval over clips, then the mean per log-SNR). Reversal gap: x_hat(z_t) "
         "against the reversed x_hat of the reversed z_t (0 for a time-symmetric model). Error "
@@ -257,7 +259,7 @@ def section(model_dir: Path, clips: int, samples: int, threads: int) -> str:
         "and noise.", "",
         "| measure | mean over levels | " + " | ".join(f"logsnr {v:+g}" for v in LOGSNRS) + " |",
         "|---|---|" + "---|" * len(LOGSNRS),
-        *denoising_rows(model, clips), "",
+        *denoising_rows(model, held_out), "",
         f"Sampled motion ({samples} held-out clips, the last of EVAL_SEEDS; a direction is the "
         f"cosine between an object's detected displacement over {SPAN} frames and its true "
         "velocity):", "",

@@ -83,7 +83,7 @@ def test_a_conditioned_odd_bias_starts_at_zero_then_lets_the_conditioning_read_t
     assert gap.min() > 1e-8
     parts = script.conditioned_odd_parts(grown, texts, -6.0)
     assert len(parts) == len(layers) and all(rms > change > 0 for _, rms, change in parts)
-    table = script.conditioned_lines(grown, 2)
+    table = script.conditioned_lines(grown, script.held_out_clips(grown, 2))
     assert "| layer | logsnr -6 | mirrored change | logsnr 0 | mirrored change |" in table
     assert sum(line.startswith(("| down.", "| mid.", "| up.")) for line in table) == len(layers)
     grown.save_pretrained(tmp_path / "grown")

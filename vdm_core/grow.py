@@ -9,7 +9,7 @@ weights with their output at zero, so training starts from exactly the saved fun
 
 import torch
 
-from .unet3d import TemporalAttention, UNet3D, UNetConfig
+from .unet3d import GROWN_FIELDS, TemporalAttention, UNet3D, UNetConfig
 
 
 def load_init(init_from: str, model_cfg: UNetConfig) -> tuple[UNet3D, tuple[str, ...]]:
@@ -17,10 +17,7 @@ def load_init(init_from: str, model_cfg: UNetConfig) -> tuple[UNet3D, tuple[str,
     lack. With --frameskip-conditioning, --conditioned-odd-bias or --temporal-resolutions on
     weights trained without them, the new layers are added with their output at zero, so
     training starts from exactly the model those weights compute."""
-    overrides = {name: True for name in ("frameskip_conditioning", "conditioned_odd_bias")
-                 if getattr(model_cfg, name)}
-    if model_cfg.temporal_resolutions:
-        overrides["temporal_resolutions"] = model_cfg.temporal_resolutions
+    overrides = {f: getattr(model_cfg, f) for f in GROWN_FIELDS if getattr(model_cfg, f)}
     init, added = UNet3D.load_grown(init_from, **overrides)
     if init.config != model_cfg:
         raise ValueError(f"--init-from {init_from} holds a different model config")

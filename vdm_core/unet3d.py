@@ -29,6 +29,8 @@ from vdm_core.attention import packed_attention, relative_position_bucket, tempo
 from vdm_core.layers import SpaceConv, frame_norm, zero_init
 
 CONFIG_NAME = "config.json"
+# UNetConfig fields that add layers starting at zero, so saved weights can grow by them
+GROWN_FIELDS = ("frameskip_conditioning", "conditioned_odd_bias", "temporal_resolutions")
 MAX_FRAMESKIP = 64  # the frameskip whose features sit where logsnr's at t = 1 do
 WEIGHTS_NAME = "model.safetensors"
 _BACKPROP_FRAMES: ContextVar[tuple[int, ...] | None] = ContextVar("backprop_frames", default=None)
@@ -488,12 +490,10 @@ class UNet3D(nn.Module):
 
 def grown_names(config: UNetConfig, saved: UNetConfig) -> set[str]:
     """State-dict names that a model of `config` has and one of `saved` lacks: the layers that
-    `UNet3D.from_pretrained` grows (the frameskip input, the conditioned odd bias, extra temporal
-    attention), whose output
-    starts at zero. Both models are built on torch's meta device: no memory, no random draws."""
+    `UNet3D.from_pretrained` grows (the GROWN_FIELDS: the frameskip input, the conditioned odd
+    bias, extra temporal attention), whose output starts at zero. Both models are built on
+    torch's meta device: no memory, no random draws."""
     with torch.device("meta"):
         grown = UNet3D(config).state_dict()
-        ungrown = UNet3D(replace(config, frameskip_conditioning=saved.frameskip_conditioning,
-                                 conditioned_odd_bias=saved.conditioned_odd_bias,
-                                 temporal_resolutions=saved.temporal_resolutions)).state_dict()
-    return set(grown) - set(ungrown)
+        ungrown = UNet3D(replace(config, **{f: getattr(saved, f) for f in GROWN_FIELDS}))
+        return set(grown) - set(ungrown.state_dict())
