@@ -31,8 +31,9 @@ import torch
 from report.common import ROOT, display_path, write_section
 from report.denoising import window_errors
 from report.stats import t_interval
+from vdm_core.temporal_attention import TemporalAttention
 from vdm_core.train import TrainConfig, train
-from vdm_core.unet3d import TemporalAttention, UNet3D, UNetConfig
+from vdm_core.unet3d import UNet3D, UNetConfig
 
 CONTROL = "control: lr 4e-5"
 ARMS = {  # name: (TrainConfig changes, UNetConfig changes); the control first

@@ -36,7 +36,6 @@ import torch
 from report.common import ROOT, display_path, write_section
 from report.denoising import HELD_OUT, LOGSNRS, denoised
 from report.stats import t_interval
-from vdm_core.attention import relative_position_bucket
 from vdm_core.conditional import predict
 from vdm_core.data import EVAL_SEEDS, PALETTE, Scene, caption, world_clip
 from vdm_core.defaults import default_config
@@ -44,8 +43,9 @@ from vdm_core.metrics import DIRECTION_SPAN as SPAN
 from vdm_core.metrics import direction_cosines, direction_shares
 from vdm_core.pipeline import VideoDiffusionPipeline
 from vdm_core.records import training_phases
+from vdm_core.temporal_attention import TemporalAttention
 from vdm_core.text import get_text_encoder
-from vdm_core.unet3d import TemporalAttention, TextPooling
+from vdm_core.unet3d import TextPooling
 from vdm_core.video_io import frames_to_tensor
 
 MIRROR = {"left": "right", "right": "left", "up": "down", "down": "up"}
@@ -80,19 +80,18 @@ def conditioned_odd_parts(model, captions: list[str], logsnr: float) -> list[tup
     """(layer, RMS of the odd bias that the conditioning adds, RMS of its change when the
     captions' directions are mirrored) at `logsnr`, over the distances 1..T-1, for each temporal
     attention layer with `odd_from_emb` (`--conditioned-odd-bias`)."""
-    t = model.config.num_frames
-    pos = torch.arange(t)
-    buckets = relative_position_bucket(pos[None, :] - pos[:, None], model.config.rel_pos_buckets,
-                                       model.config.rel_pos_max_distance)
+    pos = torch.arange(model.config.num_frames)
     ahead = pos[None, :] > pos[:, None]  # (T, T): each distance d >= 1 once per pair
     embs = []
     for texts in (captions, [mirrored(c) for c in captions]):
         states, mask = get_text_encoder().encode(texts)
         with torch.no_grad():
-            embs.append(model.embed(torch.full((len(texts),), logsnr), states, mask))  # (B, E)
+            emb = model.embed(torch.full((len(texts),), logsnr), states, mask)  # (B, E)
+            embs.append(model.odd_embed(emb, states, mask))
     rows = []
     for name, layer in model.named_modules():
         if isinstance(layer, TemporalAttention) and hasattr(layer, "odd_from_emb"):
+            buckets = layer.distance_buckets(len(pos))
             with torch.no_grad():
                 odd, flipped = (layer.conditioned_odd(buckets, e)[..., ahead] for e in embs)
             rows.append((name, odd.pow(2).mean().sqrt().item(),
@@ -108,8 +107,9 @@ def held_out_clips(model, n: int) -> list:
 def text_direction_lines(model, clips: list) -> list[str]:
     """How much of the captions' directions reaches the conditioning: RMS of the pooled text
     vector (`UNet3D.text_pool`) on the clips' captions and RMS of its change when their
-    directions are mirrored or their colours changed; beside the same for a freshly initialised
-    pooling (seed 0) and for the encoder's own mean-pooled sentence embedding."""
+    directions are mirrored or their colours changed; beside the same for the odd bias's own
+    pooling where the model has one, a freshly initialised pooling (seed 0) and the encoder's own
+    mean-pooled sentence embedding."""
     captions = [c.caption for c in clips]
     variants = (captions, [mirrored(c) for c in captions], [recoloured(c.scene) for c in clips])
     encoder = get_text_encoder()
@@ -119,6 +119,8 @@ def text_direction_lines(model, clips: list) -> list[str]:
         torch.manual_seed(0)
         fresh = TextPooling(cfg.text_dim, cfg.text_heads, cfg.emb_dim)
     vectors = {"this model's pooling": model.text_pool, "the same pooling, untrained": fresh}
+    if cfg.odd_bias_text_pool:
+        vectors["this model's odd-bias pooling (`--odd-bias-text-pool`)"] = model.odd_text_pool
     rows = []
     for name, pool in vectors.items():
         with torch.no_grad():
@@ -131,8 +133,8 @@ def text_direction_lines(model, clips: list) -> list[str]:
              "|---|---|---|---|---|"]
     for name, (base, flipped, other) in rows:
         rms = [v.pow(2).mean().sqrt().item() for v in (base, flipped - base, other - base)]
-        lines.append(f"| {name} | {rms[0]:.4f} | {rms[1]:.4f} | {rms[2]:.4f} | "
-                     f"{rms[1] / rms[2]:.2f} |")
+        ratio = f"{rms[1] / rms[2]:.2f}" if rms[2] > 0 else "-"  # an untrained zero output
+        lines.append(f"| {name} | {rms[0]:.4f} | {rms[1]:.4f} | {rms[2]:.4f} | {ratio} |")
     return [*lines, ""]
 
 

@@ -6,11 +6,12 @@ import pytest
 import torch
 from conftest import load_script
 
-from vdm_core.attention import relative_position_bucket
 from vdm_core.data import world_clip
 from vdm_core.grow import load_init
+from vdm_core.temporal_attention import TemporalAttention
+from vdm_core.train import main as train_main
 from vdm_core.train import parse_args
-from vdm_core.unet3d import TemporalAttention, UNet3D, UNetConfig
+from vdm_core.unet3d import UNet3D, UNetConfig
 from vdm_core.video_io import frames_to_tensor
 
 TINY = UNetConfig(base_channels=8, channel_mults=(1, 2), attn_resolutions=(8,), head_dim=8,
@@ -22,11 +23,10 @@ def symmetrise(model) -> None:
     with torch.no_grad():
         for layer in model.modules():
             if isinstance(layer, TemporalAttention):
-                d = torch.arange(1, model.config.num_frames)
-                ahead, behind = (relative_position_bucket(s * d, layer.num_buckets,
-                                                          layer.max_distance)
-                                 for s in (1, -1))
-                layer.rel_bias.weight[behind] = layer.rel_bias.weight[ahead]
+                t = model.config.num_frames
+                buckets = layer.distance_buckets(t)  # (T, T)
+                ahead = torch.ones(t, t, dtype=torch.bool).triu(1)  # j > i: each distance d >= 1
+                layer.rel_bias.weight[buckets.T[ahead]] = layer.rel_bias.weight[buckets[ahead]]
 
 
 def test_a_symmetric_bias_makes_the_model_exactly_time_reversal_equivariant(randomized_unet):
@@ -74,7 +74,7 @@ def test_a_conditioned_odd_bias_starts_at_zero_then_lets_the_conditioning_read_t
             layer.odd_from_emb.weight.normal_(0, 0.3)
         emb = torch.randn(2, TINY.emb_dim, generator=torch.Generator().manual_seed(0))
         bias = layers[0].bias(5, None, "cpu", torch.float32, emb)  # (B, 1, heads, T, T)
-    with pytest.raises(ValueError, match="pass emb"):
+    with pytest.raises(ValueError, match="pass odd_emb"):
         layers[0].bias(5, None, "cpu", torch.float32)
     even, odd = bias + bias.transpose(-1, -2), bias - bias.transpose(-1, -2)
     torch.testing.assert_close(even[0], even[1])  # what the conditioning adds is odd in j - i
@@ -90,6 +90,44 @@ def test_a_conditioned_odd_bias_starts_at_zero_then_lets_the_conditioning_read_t
     assert UNet3D.from_pretrained(tmp_path / "grown").config.conditioned_odd_bias
     with pytest.raises(RuntimeError, match="unexpected"):
         UNet3D.from_pretrained(tmp_path / "grown", conditioned_odd_bias=False)
+
+
+def test_the_odd_bias_can_read_the_caption_through_its_own_pooling(tmp_path, randomized_unet):
+    script = load_script("time_symmetry")
+    cob = dataclasses.replace(TINY, conditioned_odd_bias=True)
+    model = randomized_unet(cob).eval()  # odd_from_emb trained (random), as in a continued run
+    model.save_pretrained(tmp_path)
+    _, cli_cfg = parse_args(["--conditioned-odd-bias", "--odd-bias-text-pool"])
+    assert cli_cfg.odd_bias_text_pool and not parse_args([])[1].odd_bias_text_pool
+    grown, added = load_init(str(tmp_path), dataclasses.replace(cob, odd_bias_text_pool=True))
+    assert added and all(n.startswith("odd_text_pool.") for n in added)
+    clips = [world_clip(s, 8, 16) for s in (1, 2)]
+    x = torch.stack([frames_to_tensor(c.frames) for c in clips])  # (B, C, T, H, W)
+    texts = [c.caption for c in clips]
+    assert torch.equal(script.x_hats(grown, x, texts), script.x_hats(model, x, texts))  # step 0
+    before = {name: change for name, _, change in script.conditioned_odd_parts(grown, texts, 0.0)}
+    lines = script.text_direction_lines(grown, clips)
+    row = next(line for line in lines if "odd-bias pooling" in line)
+    assert row.endswith("| 0.0000 | 0.0000 | 0.0000 | - |")  # zero output at step 0
+    with torch.no_grad():
+        grown.odd_text_pool.out.weight.normal_(0, 0.3)
+        grown.text_pool.out.weight.zero_()  # the shared pooling passes nothing on
+    after = script.conditioned_odd_parts(grown, texts, 0.0)
+    assert all(change > before[name] for name, _, change in after)  # directions reach the bias
+    states, mask = script.get_text_encoder().encode(texts)
+    with torch.no_grad():
+        emb = grown.embed(torch.zeros(2), states, mask)
+        assert not torch.equal(grown.odd_embed(emb, states, mask), emb)
+        assert torch.equal(model.odd_embed(emb, states, mask), emb)
+        assert UNet3D(TINY).odd_embed(emb, states, mask) is None
+    row = next(line for line in script.text_direction_lines(grown, clips)
+               if "odd-bias pooling" in line)
+    assert float(row.split("|")[3]) > 0
+    with pytest.raises(ValueError, match="needs conditioned_odd_bias"):
+        UNet3D(dataclasses.replace(TINY, odd_bias_text_pool=True))
+    with pytest.raises(SystemExit, match="add --conditioned-odd-bias"):
+        train_main(["--odd-bias-text-pool", "--out-dir", str(tmp_path / "never")])
+    assert not (tmp_path / "never").exists()
 
 
 def test_mirrored_and_recoloured_captions():

@@ -16,8 +16,9 @@ import torch
 
 from vdm_core.grow import break_time_symmetry, load_init, make_optimizer
 from vdm_core.records import export_from_checkpoint
+from vdm_core.temporal_attention import TemporalAttention
 from vdm_core.train import TrainConfig, check_config, lr_at, parse_args, parse_frameskips
-from vdm_core.unet3d import TemporalAttention, UNet3D
+from vdm_core.unet3d import UNet3D
 
 TINY = ["--batch-size", "2", "--base-channels", "16", "--channel-mults", "1,2",
         "--attn-resolutions", "4", "--head-dim", "8", "--image-size", "8", "--num-frames", "4",

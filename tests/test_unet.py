@@ -9,7 +9,8 @@ import torch
 
 from vdm_core.attention import packed_attention, relative_position_bucket, temporal_attention_mask
 from vdm_core.diffusion import model_denoiser
-from vdm_core.unet3d import TemporalAttention, UNet3D, UNetConfig, backprop_frames
+from vdm_core.temporal_attention import TemporalAttention
+from vdm_core.unet3d import UNet3D, UNetConfig, backprop_frames
 
 TINY = UNetConfig(base_channels=16, channel_mults=(1, 2), attn_resolutions=(8, 4), head_dim=8,
                   image_size=8, text_heads=2)

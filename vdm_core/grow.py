@@ -9,7 +9,8 @@ weights with their output at zero, so training starts from exactly the saved fun
 
 import torch
 
-from .unet3d import GROWN_FIELDS, TemporalAttention, UNet3D, UNetConfig
+from .temporal_attention import TemporalAttention
+from .unet3d import GROWN_FIELDS, UNet3D, UNetConfig
 
 
 def load_init(init_from: str, model_cfg: UNetConfig) -> tuple[UNet3D, tuple[str, ...]]:

@@ -471,6 +471,10 @@ def parse_args(argv=None) -> tuple[TrainConfig, UNetConfig]:
                         default=model_defaults.conditioned_odd_bias,
                         help="let the conditioning (caption, log-SNR, frameskip) add an odd "
                              "function of j - i to every temporal attention bias")
+    parser.add_argument("--odd-bias-text-pool", action=argparse.BooleanOptionalAction,
+                        default=model_defaults.odd_bias_text_pool,
+                        help="with --conditioned-odd-bias: the odd bias reads the caption "
+                             "through its own text pooling, not the shared one")
     args = vars(parser.parse_args(argv))
 
     def ints(s: str) -> tuple[int, ...]:
@@ -484,7 +488,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, UNetConfig]:
         dropout=args.pop("dropout"), image_size=args.pop("image_size"),
         parameterization=args.pop("parameterization"),
         frameskip_conditioning=args.pop("frameskip_conditioning"),
-        conditioned_odd_bias=args.pop("conditioned_odd_bias"))
+        conditioned_odd_bias=args.pop("conditioned_odd_bias"),
+        odd_bias_text_pool=args.pop("odd_bias_text_pool"))
     model_cfg.num_frames = args["num_frames"]
     return TrainConfig(**args), model_cfg
 
@@ -501,6 +506,9 @@ def main(argv=None) -> None:
         raise SystemExit("--lr must be a positive number")
     if not math.isfinite(cfg.added_lr_mult) or cfg.added_lr_mult <= 0:
         raise SystemExit("--added-lr-mult must be a positive number")
+    if model_cfg.odd_bias_text_pool and not model_cfg.conditioned_odd_bias:
+        raise SystemExit("--odd-bias-text-pool feeds the conditioned odd bias: add "
+                         "--conditioned-odd-bias")
     train(cfg, model_cfg)
     if dist.is_initialized():
         dist.destroy_process_group()  # train() ends with a barrier: every rank is here

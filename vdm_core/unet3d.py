@@ -25,12 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vdm_core.attention import packed_attention, relative_position_bucket, temporal_attention_mask
+from vdm_core.attention import packed_attention, temporal_attention_mask
 from vdm_core.layers import SpaceConv, frame_norm, zero_init
+from vdm_core.temporal_attention import TemporalAttention
 
 CONFIG_NAME = "config.json"
 # UNetConfig fields that add layers starting at zero, so saved weights can grow by them
-GROWN_FIELDS = ("frameskip_conditioning", "conditioned_odd_bias", "temporal_resolutions")
+GROWN_FIELDS = ("frameskip_conditioning", "conditioned_odd_bias", "odd_bias_text_pool",
+                "temporal_resolutions")
 MAX_FRAMESKIP = 64  # the frameskip whose features sit where logsnr's at t = 1 do
 WEIGHTS_NAME = "model.safetensors"
 _BACKPROP_FRAMES: ContextVar[tuple[int, ...] | None] = ContextVar("backprop_frames", default=None)
@@ -75,6 +77,7 @@ class UNetConfig:
     parameterization: str = "v"
     frameskip_conditioning: bool = False
     conditioned_odd_bias: bool = False  # TemporalAttention.odd_from_emb (docs/recipe.md)
+    odd_bias_text_pool: bool = False  # the odd bias reads its own text pooling (docs/recipe.md)
     temporal_resolutions: tuple[int, ...] = ()  # temporal attention alone (no spatial) here
 
     @property
@@ -165,87 +168,6 @@ class SpatialAttention(nn.Module):
         return x + y.view(bt, h, w, c).permute(0, 3, 1, 2)
 
 
-REL_BIAS_STD = 0.3  # the scale of `grow.break_time_symmetry`'s kick, harmless there (recipe.md)
-
-
-class TemporalAttention(nn.Module):
-    """Self-attention over frames at each pixel, with a learned relative position bias per head.
-
-    The bias is T5-style (one learned scalar per head and bucketed distance j - i) rather than
-    Shaw's key/value embeddings: it depends only on relative distance, so it carries no absolute
-    notion of time (the paper's reason for relative positions), it extends to 64 frames through
-    the log-spaced buckets, and it is one additive term on the attention scores
-    (`packed_attention`).
-
-    The bias starts random (std REL_BIAS_STD), not at zero: the convolutions are space-only, so a
-    bias even in j - i makes the whole network time-reversal equivariant, and in a reversible
-    world training never leaves that point (docs/recipe.md, "The direction of time").
-
-    With `emb_dim`, a zero-initialised linear map from the conditioning embedding adds one more
-    odd function of j - i per head (`odd_from_emb`): the caption, log-SNR and frameskip can then
-    choose which way the frames are read, which the fixed bias cannot (docs/recipe.md).
-    """
-
-    def __init__(self, channels: int, head_dim: int, num_buckets: int, max_distance: int,
-                 emb_dim: int | None = None):
-        super().__init__()
-        self.heads = max(1, channels // head_dim)
-        self.num_buckets, self.max_distance = num_buckets, max_distance
-        self.norm = frame_norm(channels)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.rel_bias = nn.Embedding(num_buckets, self.heads)
-        nn.init.normal_(self.rel_bias.weight, std=REL_BIAS_STD)
-        if emb_dim is not None:
-            self.odd_from_emb = zero_init(nn.Linear(emb_dim, num_buckets * self.heads))
-        self.out = zero_init(nn.Linear(channels, channels))
-
-    def odd_even(self, distances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The bias at positive `distances` split into its part odd in j - i (the only part that
-        tells the frames before from the frames after) and its even part.  # (D, heads) each"""
-        ahead, behind = (self.rel_bias(relative_position_bucket(s * distances, self.num_buckets,
-                                                                self.max_distance))
-                         for s in (1, -1))
-        return (ahead - behind) / 2, (ahead + behind) / 2
-
-    def conditioned_odd(self, buckets: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """The odd function of j - i that `odd_from_emb` adds for conditioning embeddings emb
-        (B, E), at the (T, T) bucketed distances `buckets`.  # (B, heads, T, T)"""
-        table = self.odd_from_emb(F.silu(emb)).view(-1, self.num_buckets, self.heads)
-        odd = (table[:, buckets] - table[:, buckets.T]) / 2  # (B, T, T, heads)
-        return odd.permute(0, 3, 1, 2)
-
-    def bias(self, t: int, allowed: torch.Tensor | None, device, dtype,
-             emb: torch.Tensor | None = None) -> torch.Tensor:
-        """Additive attention bias; emb (B, E) is needed when the layer has `odd_from_emb`.
-        # (B or 1, 1, heads, T, T)"""
-        pos = torch.arange(t, device=device)
-        buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets,
-                                           self.max_distance)
-        bias = self.rel_bias(buckets).permute(2, 0, 1)[None, None].to(dtype)  # (1, 1, h, T, T)
-        if hasattr(self, "odd_from_emb"):
-            if emb is None:
-                raise ValueError("this layer's bias depends on the conditioning "
-                                 "(conditioned_odd_bias): pass emb")
-            bias = bias + self.conditioned_odd(buckets, emb)[:, None].to(dtype)  # (B, 1, h, T, T)
-        if allowed is not None:
-            blocked = torch.zeros(allowed.shape, device=device, dtype=dtype)
-            blocked = blocked.masked_fill(~allowed, float("-inf"))
-            bias = bias + blocked[:, None, None]
-        return bias
-
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None, t: int,
-                emb: torch.Tensor) -> torch.Tensor:
-        """(B T, C, H, W) with T = t frames per sample, emb (B T, E) the per-frame conditioning
-        (the same on a sample's frames) -> (B T, C, H, W)."""
-        bt, c, h, w = x.shape
-        b = bt // t
-        y = self.norm(x).view(b, t, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, t, c)
-        qkv = self.qkv(y.contiguous()).view(b, h * w, t, 3, self.heads, c // self.heads)
-        bias = self.bias(t, allowed, x.device, qkv.dtype, emb[::t])
-        y = self.out(packed_attention(qkv, bias))
-        return x + y.view(b, h, w, t, c).permute(0, 3, 4, 1, 2).reshape(bt, c, h, w)
-
-
 class AttentionBlock(nn.Module):
     """Spatial attention followed by temporal attention (one 'attention' site of the U-Net)."""
 
@@ -255,9 +177,10 @@ class AttentionBlock(nn.Module):
         self.temporal = temporal_attention(channels, cfg)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor | None, t: int,
-                emb: torch.Tensor) -> torch.Tensor:
-        """(B T, C, H, W), emb (B T, E) -> (B T, C, H, W)."""
-        return self.temporal(self.spatial(x), allowed, t, emb)
+                odd_emb: torch.Tensor | None) -> torch.Tensor:
+        """(B T, C, H, W), odd_emb (B, E) or None (see `TemporalAttention.forward`)
+        -> (B T, C, H, W)."""
+        return self.temporal(self.spatial(x), allowed, t, odd_emb)
 
 
 def temporal_attention(channels: int, cfg: UNetConfig) -> TemporalAttention:
@@ -309,6 +232,14 @@ class UNet3D(nn.Module):
             self.frameskip_mlp = nn.Sequential(nn.Linear(ch, emb), nn.SiLU(),
                                                zero_init(nn.Linear(emb, emb)))
         self.text_pool = TextPooling(cfg.text_dim, cfg.text_heads, emb)
+        if cfg.odd_bias_text_pool:
+            if not cfg.conditioned_odd_bias:
+                raise ValueError("odd_bias_text_pool feeds the conditioned odd bias: it needs "
+                                 "conditioned_odd_bias")
+            # random query and values (they pass direction words on, docs/recipe.md), output
+            # zero: the model starts out computing what it did without
+            self.odd_text_pool = TextPooling(cfg.text_dim, cfg.text_heads, emb)
+            zero_init(self.odd_text_pool.out)
         self.conv_in = SpaceConv(cfg.channels, ch)
 
         self.down = nn.ModuleList()
@@ -351,21 +282,38 @@ class UNet3D(nn.Module):
             blocks.append(temporal_attention(c_out, self.config))
         return nn.ModuleList(blocks)
 
+    def _text(self, text_states, text_mask, b: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(text_states, boolean text_mask), a masked-out token per row where text_states is
+        None.  # (B, L, text_dim), (B, L)"""
+        if text_states is None:
+            text_states = torch.zeros(b, 1, self.config.text_dim, device=device)
+            text_mask = torch.zeros(b, 1, dtype=torch.bool, device=device)
+        return text_states, text_mask.bool()
+
     def embed(self, logsnr: torch.Tensor, text_states, text_mask,
               frameskip: torch.Tensor | int | None = None) -> torch.Tensor:
         """The conditioning embedding: MLP(logsnr features) + attention-pooled text, plus
         MLP(frameskip features) when `config.frameskip_conditioning`.  # (B, E)"""
         emb = self.logsnr_mlp(logsnr_features(logsnr, self.config.base_channels))
         b = logsnr.shape[0]
-        if text_states is None:
-            text_states = torch.zeros(b, 1, self.config.text_dim, device=logsnr.device)
-            text_mask = torch.zeros(b, 1, dtype=torch.bool, device=logsnr.device)
-        emb = emb + self.text_pool(text_states.to(emb.dtype), text_mask.bool())
+        text_states, text_mask = self._text(text_states, text_mask, b, logsnr.device)
+        emb = emb + self.text_pool(text_states.to(emb.dtype), text_mask)
         if not self.config.frameskip_conditioning:
             return emb
         skip = torch.as_tensor(1 if frameskip is None else frameskip, device=logsnr.device)
         features = frameskip_features(skip.expand(b), self.config.base_channels)  # (B, ch)
         return emb + self.frameskip_mlp(features)
+
+    def odd_embed(self, emb: torch.Tensor, text_states, text_mask) -> torch.Tensor | None:
+        """What the conditioned odd biases read (`config.conditioned_odd_bias`): the embedding emb
+        (B, E), plus the vector of the odd bias's own text pooling with
+        `config.odd_bias_text_pool`; None for a model without them.  # (B, E)"""
+        if not self.config.conditioned_odd_bias:
+            return None
+        if not self.config.odd_bias_text_pool:
+            return emb
+        text_states, text_mask = self._text(text_states, text_mask, emb.shape[0], emb.device)
+        return emb + self.odd_text_pool(text_states.to(emb.dtype), text_mask)
 
     def forward(self, z: torch.Tensor, logsnr: torch.Tensor, text_states=None, text_mask=None,
                 num_video_frames: torch.Tensor | None = None,
@@ -380,40 +328,42 @@ class UNet3D(nn.Module):
         """
         b, _, t, height, width = z.shape
         emb = self.embed(logsnr, text_states, text_mask, frameskip)  # (B, E)
+        odd_emb = self.odd_embed(emb, text_states, text_mask)  # (B, E) or None
         emb = emb.repeat_interleave(t, dim=0)  # (B T, E)
         allowed = temporal_attention_mask(t, num_video_frames, z.device)
 
         h = self.conv_in(z.transpose(1, 2).reshape(b * t, -1, height, width))  # (B T, C, H, W)
         hs = [h]
         for stage in self.down:
-            h = self._run_stage(stage, h, emb, allowed, t)
+            h = self._run_stage(stage, h, emb, odd_emb, allowed, t)
             hs.append(h)
-        h = self.mid[2](self.mid[1](self.mid[0](h, emb), allowed, t, emb), emb)
-        h = self._up(h, hs, emb, allowed, t, 0, self.tail_start)
+        h = self.mid[2](self.mid[1](self.mid[0](h, emb), allowed, t, odd_emb), emb)
+        h = self._up(h, hs, emb, odd_emb, allowed, t, 0, self.tail_start)
         frames = _BACKPROP_FRAMES.get()
         if frames is None or not torch.is_grad_enabled():
-            out = self._up(h, hs, emb, None, t, self.tail_start, None)
+            out = self._up(h, hs, emb, None, None, t, self.tail_start, None)
         else:
             out = self._tail_for_frames(h, hs, emb, t, frames)
         return out.view(b, t, *out.shape[1:]).transpose(1, 2)  # (B, C, T, H, W)
 
     @staticmethod
-    def _run_stage(stage: nn.Module, h, emb, allowed, t: int) -> torch.Tensor:
-        """One entry of self.down / self.up: a ResBlock (+ attention) stage or a resampler."""
+    def _run_stage(stage: nn.Module, h, emb, odd_emb, allowed, t: int) -> torch.Tensor:
+        """One entry of self.down / self.up: a ResBlock (+ attention) stage or a resampler. emb
+        (B T, E) goes to the ResBlock, odd_emb (B, E) or None to the attention."""
         if not isinstance(stage, nn.ModuleList):
             return stage(h)
         h = stage[0](h, emb)
         for block in stage[1:]:
-            h = block(h, allowed, t, emb)
+            h = block(h, allowed, t, odd_emb)
         return h
 
-    def _up(self, h, hs: list, emb, allowed, t: int, start: int, stop: int | None):
+    def _up(self, h, hs: list, emb, odd_emb, allowed, t: int, start: int, stop: int | None):
         """self.up[start:stop] on frame-major h, popping skips from hs; with stop=None, also the
         output layers.  # (B T, C, H, W)"""
         for stage in self.up[start:stop]:
             if isinstance(stage, nn.ModuleList):
                 h = torch.cat([h, hs.pop()], dim=1)
-            h = self._run_stage(stage, h, emb, allowed, t)
+            h = self._run_stage(stage, h, emb, odd_emb, allowed, t)
         if stop is None:
             h = self.conv_out(F.silu(self.norm_out(h)))
         return h
@@ -426,12 +376,12 @@ class UNet3D(nn.Module):
         keep[list(frames)] = True
         rows = keep.repeat(h.shape[0] // t)  # (B T,)
         if rows.all():
-            return self._up(h, hs, emb, None, t, self.tail_start, None)
+            return self._up(h, hs, emb, None, None, t, self.tail_start, None)
         tracked, untracked = rows.nonzero()[:, 0], (~rows).nonzero()[:, 0]
 
         def tail(sel: torch.Tensor) -> torch.Tensor:
             skips = [skip[sel] for skip in hs]
-            return self._up(h[sel], skips, emb[sel], None, t, self.tail_start, None)
+            return self._up(h[sel], skips, emb[sel], None, None, t, self.tail_start, None)
 
         with torch.no_grad():
             out_untracked = tail(untracked)
@@ -459,9 +409,10 @@ class UNet3D(nn.Module):
         `config_overrides` replace fields of the saved config. They may grow the model by layers
         whose output starts at zero: `frameskip_conditioning=True` on weights saved without it
         adds the frameskip input, `conditioned_odd_bias=True` adds each temporal attention's
-        `odd_from_emb`, and extra `temporal_resolutions` add temporal attention at those
-        resolutions. The loaded model's outputs then equal the saved model's bit for bit
-        (at any frameskip); any other mismatch between weights and config is refused.
+        `odd_from_emb`, `odd_bias_text_pool=True` adds the odd bias's own text pooling, and
+        extra `temporal_resolutions` add temporal attention at those resolutions. The loaded
+        model's outputs then equal the saved model's bit for bit (at any frameskip); any other
+        mismatch between weights and config is refused.
         """
         return cls.load_grown(directory, **config_overrides)[0]
 
@@ -491,8 +442,8 @@ class UNet3D(nn.Module):
 def grown_names(config: UNetConfig, saved: UNetConfig) -> set[str]:
     """State-dict names that a model of `config` has and one of `saved` lacks: the layers that
     `UNet3D.from_pretrained` grows (the GROWN_FIELDS: the frameskip input, the conditioned odd
-    bias, extra temporal attention), whose output starts at zero. Both models are built on
-    torch's meta device: no memory, no random draws."""
+    bias and its own text pooling, extra temporal attention), whose output starts at zero. Both
+    models are built on torch's meta device: no memory, no random draws."""
     with torch.device("meta"):
         grown = UNet3D(config).state_dict()
         ungrown = UNet3D(replace(config, **{f: getattr(saved, f) for f in GROWN_FIELDS}))
