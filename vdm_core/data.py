@@ -251,7 +251,7 @@ def _sample_motion(rng: np.random.Generator, direction: str, size: int) -> tuple
     return speed * dx, speed * dy
 
 
-def _place(
+def place_object(
     rng: np.random.Generator,
     shape: str,
     colour: str,
@@ -287,7 +287,7 @@ def _place_all(
     placed: list[WorldObject] = []
     for shape, colour, radius, direction in identities:
         for _ in range(PLACEMENT_TRIES):
-            obj = _place(rng, shape, colour, radius, direction, size)
+            obj = place_object(rng, shape, colour, radius, direction, size)
             if _separated(obj, placed):
                 break
         placed.append(obj)
