@@ -25,11 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from report.common import ROOT, display_path, write_section
 from report.stats import t_interval
 from vdm_core.data import DIRECTIONS, RADIUS_RANGE, REFERENCE_SIZE, Scene, place_object, render_at
+from vdm_core.diffusion import model_denoiser
 from vdm_core.schedule import alpha_sigma
+from vdm_core.text import get_text_encoder
+from vdm_core.unet3d import UNet3D
 from vdm_core.video_io import frames_to_tensor
 
 LOGSNRS = (-12.0, -9.0, -6.0, -4.5, -3.0, -1.5, 0.0, 1.5, 3.0, 6.0)
@@ -71,10 +75,13 @@ def posterior_means(logits: torch.Tensor, videos: torch.Tensor,
     return torch.softmax(logits, dim=1) @ videos
 
 
-def direction_errors(videos: torch.Tensor, directions: np.ndarray, draws: int,
-                     seed: int) -> dict[float, dict[str, np.ndarray]]:
+def direction_errors(videos: torch.Tensor, directions: np.ndarray, draws: int, seed: int,
+                     model=None, shape: str = "", colour: str = "",
+                     ) -> dict[float, dict[str, np.ndarray]]:
     """Per log-SNR: the ideal per-pixel error of each test draw without the direction word
-    ("none"), with it ("caption") and with the opposite one ("mirrored").  # (draws,) each"""
+    ("none"), with it ("caption") and with the opposite one ("mirrored"); with a `model`, also
+    its error on the same z_t given the caption "a <colour> <shape> moving <direction>"
+    ("model caption") and the mirrored one ("model mirrored").  # (draws,) each"""
     generator = torch.Generator().manual_seed(seed)
     pick = torch.randint(len(videos), (draws,), generator=generator)
     x = videos[pick]  # (N, D)
@@ -83,14 +90,33 @@ def direction_errors(videos: torch.Tensor, directions: np.ndarray, draws: int,
     opposite = torch.tensor([names.index(OPPOSITE[n]) for n in names])[own]
     hyp = torch.as_tensor(directions)[None]  # (1, H)
     allowed = {"none": None, "caption": hyp == own[:, None], "mirrored": hyp == opposite[:, None]}
+    prompts = {f"model {kind}": [f"a {colour} {shape} moving {names[k]}" for k in ks.tolist()]
+               for kind, ks in (("caption", own), ("mirrored", opposite))}
     out = {}
-    for logsnr in LOGSNRS:
+    for logsnr in tqdm(LOGSNRS, desc="log-SNR levels"):
         alpha, sigma = alpha_sigma(torch.tensor(logsnr))
         z = alpha * x + sigma * torch.randn(x.shape, generator=generator)
         logits = log_likelihoods(z, videos, logsnr)
         out[logsnr] = {name: (posterior_means(logits, videos, mask) - x).pow(2).mean(1).numpy()
                        for name, mask in allowed.items()}
+        if model is not None:
+            for name, texts in prompts.items():
+                cfg = model.config  # its frame count and size are the clips' (main checks)
+                video = z.view(draws, 3, cfg.num_frames, cfg.image_size, cfg.image_size)
+                x_hat = model_x_hat(model, video, logsnr, texts)
+                out[logsnr][name] = (x_hat.flatten(1) - x).pow(2).mean(1).numpy()
     return out
+
+
+@torch.no_grad()
+def model_x_hat(model, z: torch.Tensor, logsnr: float, texts: list[str]) -> torch.Tensor:
+    """The model's x_hat of z (N, C, T, H, W) at `logsnr` given the prompts, 8 at a time."""
+    states, mask = get_text_encoder().encode(texts)
+    parts = []
+    for j in range(0, len(z), 8):
+        denoise = model_denoiser(model, states[j:j + 8], mask[j:j + 8])
+        parts.append(denoise(z[j:j + 8], torch.tensor(logsnr)).float())
+    return torch.cat(parts)
 
 
 def prior_mean_gap(videos: torch.Tensor, directions: np.ndarray) -> tuple[float, float]:
@@ -106,12 +132,19 @@ def prior_mean_gap(videos: torch.Tensor, directions: np.ndarray) -> tuple[float,
 
 def section(errors: dict, gap: tuple[float, float], setup: str, command: str,
             minutes: float) -> str:
-    rows = ["| log-SNR | ideal error, no direction word | gain from the direction word "
-            "| error rise, direction mirrored |", "|---|---|---|---|"]
+    with_model = "model caption" in next(iter(errors.values()))
+    head = ["log-SNR", "ideal error, no direction word", "gain from the direction word",
+            "error rise, direction mirrored"]
+    head += ["model: error, caption", "model: error rise, mirrored"] if with_model else []
+    rows = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for logsnr, e in errors.items():
-        gain = t_interval(e["none"] - e["caption"]).text(6)
-        rise = t_interval(e["mirrored"] - e["caption"]).text(6)
-        rows.append(f"| {logsnr:+g} | {e['none'].mean():.4f} | {gain} | {rise} |")
+        cells = [f"{logsnr:+g}", f"{e['none'].mean():.4f}",
+                 t_interval(e["none"] - e["caption"]).text(6),
+                 t_interval(e["mirrored"] - e["caption"]).text(6)]
+        if with_model:
+            cells += [f"{e['model caption'].mean():.4f}",
+                      t_interval(e["model mirrored"] - e["model caption"]).text(6)]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join([
         "### What a direction word is worth to the ideal denoiser", "",
         f"{setup} Exact posterior means over every hypothesis (`scripts/direction_value.py`); "
@@ -137,20 +170,31 @@ def main(argv=None) -> None:
     parser.add_argument("--draws", type=int, default=256, help="test draws of x and noise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", type=Path, help="also measure this model on the same z_t")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "recipe.md")
     args = parser.parse_args(argv)
     if args.draws < 2 or args.clips < 8 * args.draws:
         raise SystemExit("--draws must be at least 2 (an interval needs two) and --clips at "
                          "least 8 times --draws")
+    model = None
+    if args.model is not None:
+        model = UNet3D.from_pretrained(args.model)
+        if (model.config.num_frames, model.config.image_size) != (args.num_frames, args.size):
+            raise SystemExit(f"{args.model} makes {model.config.num_frames} frames of "
+                             f"{model.config.image_size} px: pass them as --num-frames/--size")
     torch.set_num_threads(args.threads)
     start = time.time()
     videos, directions = hypotheses(args.shape, args.colour, args.clips, args.num_frames,
                                     args.size, args.seed)
-    errors = direction_errors(videos, directions, args.draws, args.seed)
+    errors = direction_errors(videos, directions, args.draws, args.seed, model, args.shape,
+                              args.colour)
     setup = (f"The world's one-object clips of \"a {args.colour} {args.shape} moving ...\" "
              f"({args.num_frames} frames of {args.size}x{args.size}; start, speed and radius "
              f"drawn as the world draws them, 8 directions): {len(videos):,} equally likely "
              f"clips, {args.draws} test draws among them.")
+    if model is not None:
+        setup += (f" The model columns: `{display_path(args.model)}` on the same z_t, given the "
+                  "caption and the mirrored caption.")
     command = " ".join(["nice -n 5 .venv/bin/python scripts/direction_value.py",
                         *(argv if argv is not None else sys.argv[1:])])
     write_section(args.out, section(errors, prior_mean_gap(videos, directions), setup, command,

@@ -9,6 +9,7 @@ from conftest import load_script
 
 from vdm_core.data import DIRECTIONS, positions_at
 from vdm_core.schedule import alpha_sigma
+from vdm_core.unet3d import UNetConfig
 
 
 def test_the_posterior_mean_of_two_clips_is_the_closed_form_one():
@@ -55,23 +56,31 @@ def test_objects_moving_one_way_crowd_the_far_wall():
     assert np.mean(np.array(xs) < 12) < 0.15 < np.mean(np.array(xs) > 20)
 
 
-def test_the_direction_word_is_worth_something_and_the_section_is_written(tmp_path):
+def test_the_direction_word_is_worth_something_and_the_section_is_written(tmp_path,
+                                                                          randomized_unet):
     script = load_script("direction_value")
+    cfg = UNetConfig(base_channels=8, channel_mults=(1, 2), attn_resolutions=(8,), head_dim=8,
+                     text_heads=2, image_size=16, num_frames=8)
+    randomized_unet(cfg).save_pretrained(tmp_path / "m")
     out = tmp_path / "recipe.md"
     out.write_text("# Recipe\n\nkept\n")
     script.main(["--size", "16", "--num-frames", "8", "--clips", "400", "--draws", "48",
-                 "--out", str(out)])
+                 "--model", str(tmp_path / "m"), "--out", str(out)])
     text = out.read_text()
     assert text.startswith("# Recipe\n\nkept\n\n<!-- direction-value:start -->\n")
     rows = [line.split("|") for line in text.splitlines() if line.startswith("| -")
             or line.startswith("| +")]
-    assert len(rows) == len(script.LOGSNRS)
+    assert len(rows) == len(script.LOGSNRS) and all(len(r) == 8 for r in rows)  # 6 columns
+    assert "| model: error, caption | model: error rise, mirrored |" in text
+    assert all(0 < float(r[5]) for r in rows)  # the model's own error on the same z_t
     gains = [float(r[3].split("[")[0]) for r in rows]
     assert max(gains) > 0.001  # the caption's direction lowers the ideal error somewhere
     assert gains[-1] == 0  # where z_t alone pins the clip down, the word adds nothing
     videos, directions = script.hypotheses("circle", "red", 400, 8, 16, seed=0)
     gap, noise = script.prior_mean_gap(videos, directions)
     assert gap > 2 * noise > 0 and f"{gap:.4f}" in text
+    with pytest.raises(SystemExit, match="makes 8 frames of 16 px"):
+        script.main(["--model", str(tmp_path / "m"), "--out", str(out)])
     with pytest.raises(SystemExit, match="at least 8 times --draws"):
         script.main(["--clips", "100", "--draws", "20", "--out", str(out)])
 
