@@ -37,6 +37,7 @@ from vdm_core.unet3d import UNet3D
 from vdm_core.video_io import frames_to_tensor
 
 LOGSNRS = (-12.0, -9.0, -6.0, -4.5, -3.0, -1.5, 0.0, 1.5, 3.0, 6.0)
+MODEL_MAX_LOGSNR = -3.0  # models are run up to here: above it the word is worth nothing
 OPPOSITE = {name: next(o for o, (ox, oy) in DIRECTIONS.items() if (ox, oy) == (-dx, -dy))
             for name, (dx, dy) in DIRECTIONS.items()}
 
@@ -76,12 +77,13 @@ def posterior_means(logits: torch.Tensor, videos: torch.Tensor,
 
 
 def direction_errors(videos: torch.Tensor, directions: np.ndarray, draws: int, seed: int,
-                     model=None, shape: str = "", colour: str = "",
+                     models: dict | None = None, shape: str = "", colour: str = "",
                      ) -> dict[float, dict[str, np.ndarray]]:
     """Per log-SNR: the ideal per-pixel error of each test draw without the direction word
-    ("none"), with it ("caption") and with the opposite one ("mirrored"); with a `model`, also
-    its error on the same z_t given the caption "a <colour> <shape> moving <direction>"
-    ("model caption") and the mirrored one ("model mirrored").  # (draws,) each"""
+    ("none"), with it ("caption") and with the opposite one ("mirrored"); for each of the
+    {name: model} `models`, up to MODEL_MAX_LOGSNR, also its error on the same z_t given the
+    caption "a <colour> <shape> moving <direction>" ((name, "caption")) and the mirrored one
+    ((name, "mirrored")).  # (draws,) each"""
     generator = torch.Generator().manual_seed(seed)
     pick = torch.randint(len(videos), (draws,), generator=generator)
     x = videos[pick]  # (N, D)
@@ -90,7 +92,7 @@ def direction_errors(videos: torch.Tensor, directions: np.ndarray, draws: int, s
     opposite = torch.tensor([names.index(OPPOSITE[n]) for n in names])[own]
     hyp = torch.as_tensor(directions)[None]  # (1, H)
     allowed = {"none": None, "caption": hyp == own[:, None], "mirrored": hyp == opposite[:, None]}
-    prompts = {f"model {kind}": [f"a {colour} {shape} moving {names[k]}" for k in ks.tolist()]
+    prompts = {kind: [f"a {colour} {shape} moving {names[k]}" for k in ks.tolist()]
                for kind, ks in (("caption", own), ("mirrored", opposite))}
     out = {}
     for logsnr in tqdm(LOGSNRS, desc="log-SNR levels"):
@@ -99,12 +101,14 @@ def direction_errors(videos: torch.Tensor, directions: np.ndarray, draws: int, s
         logits = log_likelihoods(z, videos, logsnr)
         out[logsnr] = {name: (posterior_means(logits, videos, mask) - x).pow(2).mean(1).numpy()
                        for name, mask in allowed.items()}
-        if model is not None:
-            for name, texts in prompts.items():
-                cfg = model.config  # its frame count and size are the clips' (main checks)
-                video = z.view(draws, 3, cfg.num_frames, cfg.image_size, cfg.image_size)
+        for name, model in (models or {}).items():
+            if logsnr > MODEL_MAX_LOGSNR:
+                continue
+            cfg = model.config  # its frame count and size are the clips' (main checks)
+            video = z.view(draws, 3, cfg.num_frames, cfg.image_size, cfg.image_size)
+            for kind, texts in prompts.items():
                 x_hat = model_x_hat(model, video, logsnr, texts)
-                out[logsnr][name] = (x_hat.flatten(1) - x).pow(2).mean(1).numpy()
+                out[logsnr][name, kind] = (x_hat.flatten(1) - x).pow(2).mean(1).numpy()
     return out
 
 
@@ -130,20 +134,23 @@ def prior_mean_gap(videos: torch.Tensor, directions: np.ndarray) -> tuple[float,
     return gap, float(noise)
 
 
-def section(errors: dict, gap: tuple[float, float], setup: str, command: str,
-            minutes: float) -> str:
-    with_model = "model caption" in next(iter(errors.values()))
+def section(errors: dict, names: list[str], gap: tuple[float, float], setup: str,
+            command: str, minutes: float) -> str:
     head = ["log-SNR", "ideal error, no direction word", "gain from the direction word",
             "error rise, direction mirrored"]
-    head += ["model: error, caption", "model: error rise, mirrored"] if with_model else []
+    for name in names:
+        head += [f"`{name}`: error, caption", f"`{name}`: error rise, mirrored"]
     rows = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for logsnr, e in errors.items():
         cells = [f"{logsnr:+g}", f"{e['none'].mean():.4f}",
                  t_interval(e["none"] - e["caption"]).text(6),
                  t_interval(e["mirrored"] - e["caption"]).text(6)]
-        if with_model:
-            cells += [f"{e['model caption'].mean():.4f}",
-                      t_interval(e["model mirrored"] - e["model caption"]).text(6)]
+        for name in names:
+            if (name, "caption") in e:
+                cells += [f"{e[name, 'caption'].mean():.4f}",
+                          t_interval(e[name, "mirrored"] - e[name, "caption"]).text(6)]
+            else:
+                cells += ["", ""]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join([
         "### What a direction word is worth to the ideal denoiser", "",
@@ -170,35 +177,38 @@ def main(argv=None) -> None:
     parser.add_argument("--draws", type=int, default=256, help="test draws of x and noise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--model", type=Path, help="also measure this model on the same z_t")
+    parser.add_argument("--model", type=Path, nargs="*", default=[],
+                        help="also measure these models on the same z_t")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "recipe.md")
     args = parser.parse_args(argv)
     if args.draws < 2 or args.clips < 8 * args.draws:
         raise SystemExit("--draws must be at least 2 (an interval needs two) and --clips at "
                          "least 8 times --draws")
-    model = None
-    if args.model is not None:
-        model = UNet3D.from_pretrained(args.model)
+    models = {}
+    for path in args.model:
+        model = UNet3D.from_pretrained(path)
         if (model.config.num_frames, model.config.image_size) != (args.num_frames, args.size):
-            raise SystemExit(f"{args.model} makes {model.config.num_frames} frames of "
+            raise SystemExit(f"{path} makes {model.config.num_frames} frames of "
                              f"{model.config.image_size} px: pass them as --num-frames/--size")
+        models[display_path(path)] = model
     torch.set_num_threads(args.threads)
     start = time.time()
     videos, directions = hypotheses(args.shape, args.colour, args.clips, args.num_frames,
                                     args.size, args.seed)
-    errors = direction_errors(videos, directions, args.draws, args.seed, model, args.shape,
+    errors = direction_errors(videos, directions, args.draws, args.seed, models, args.shape,
                               args.colour)
     setup = (f"The world's one-object clips of \"a {args.colour} {args.shape} moving ...\" "
              f"({args.num_frames} frames of {args.size}x{args.size}; start, speed and radius "
              f"drawn as the world draws them, 8 directions): {len(videos):,} equally likely "
              f"clips, {args.draws} test draws among them.")
-    if model is not None:
-        setup += (f" The model columns: `{display_path(args.model)}` on the same z_t, given the "
-                  "caption and the mirrored caption.")
+    if models:
+        setup += (" The model columns: each model on the same z_t, given the caption and the "
+                  f"mirrored caption (up to log-SNR {MODEL_MAX_LOGSNR:g}).")
     command = " ".join(["nice -n 5 .venv/bin/python scripts/direction_value.py",
                         *(argv if argv is not None else sys.argv[1:])])
-    write_section(args.out, section(errors, prior_mean_gap(videos, directions), setup, command,
-                                    (time.time() - start) / 60), "direction-value")
+    write_section(args.out, section(errors, list(models), prior_mean_gap(videos, directions),
+                                    setup, command, (time.time() - start) / 60),
+                  "direction-value")
     print(f"wrote {display_path(args.out)}")
 
 

@@ -71,8 +71,11 @@ def test_the_direction_word_is_worth_something_and_the_section_is_written(tmp_pa
     rows = [line.split("|") for line in text.splitlines() if line.startswith("| -")
             or line.startswith("| +")]
     assert len(rows) == len(script.LOGSNRS) and all(len(r) == 8 for r in rows)  # 6 columns
-    assert "| model: error, caption | model: error rise, mirrored |" in text
-    assert all(0 < float(r[5]) for r in rows)  # the model's own error on the same z_t
+    name = script.display_path(tmp_path / "m")
+    assert f"| `{name}`: error, caption | `{name}`: error rise, mirrored |" in text
+    ran = [r for r in rows if float(r[1]) <= script.MODEL_MAX_LOGSNR]
+    assert 0 < len(ran) < len(rows) and all(float(r[5]) > 0 for r in ran)
+    assert all(r[5].strip() == "" for r in rows if r not in ran)  # not run where worth nothing
     gains = [float(r[3].split("[")[0]) for r in rows]
     assert max(gains) > 0.001  # the caption's direction lowers the ideal error somewhere
     assert gains[-1] == 0  # where z_t alone pins the clip down, the word adds nothing
