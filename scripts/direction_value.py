@@ -123,18 +123,24 @@ def model_x_hat(model, z: torch.Tensor, logsnr: float, texts: list[str]) -> torc
     return torch.cat(parts)
 
 
-def prior_mean_gap(videos: torch.Tensor, directions: np.ndarray) -> tuple[float, float]:
-    """RMS per pixel of E[x | direction] - E[x] over the clips, what the direction word changes
-    in the ideal x_hat at pure noise, and the RMS that sampling alone would give it."""
+def prior_mean_gap(videos: torch.Tensor, directions: np.ndarray,
+                   num_frames: int) -> tuple[float, float, float]:
+    """What the direction word changes in the ideal x_hat at pure noise: the RMS per pixel of
+    E[x | direction] - E[x] over the clips, the RMS that sampling alone would give it, and the
+    share of its square that is odd in time (shift(t) = -shift(T - 1 - t)), which a
+    time-reversal equivariant network cannot output: at pure noise its x_hat is time-symmetric,
+    and the mean squared error splits into the even and odd parts' squares."""
     mean = videos.mean(0)
     groups = [videos[torch.as_tensor(directions == k)] for k in range(len(DIRECTIONS))]
-    gap = torch.stack([g.mean(0) - mean for g in groups]).pow(2).mean().sqrt().item()
+    shifts = torch.stack([g.mean(0) - mean for g in groups]).view(len(groups), 3, num_frames, -1)
+    odd = (shifts - shifts.flip(2)) / 2  # (directions, C, T, H W)
     noise = np.sqrt(np.mean([g.var(0).mean().item() * (1 / len(g) - 1 / len(videos))
                              for g in groups]))
-    return gap, float(noise)
+    return (shifts.pow(2).mean().sqrt().item(), float(noise),
+            (odd.pow(2).sum() / shifts.pow(2).sum()).item())
 
 
-def section(errors: dict, names: list[str], gap: tuple[float, float], setup: str,
+def section(errors: dict, names: list[str], gap: tuple[float, float, float], setup: str,
             command: str, minutes: float) -> str:
     head = ["log-SNR", "ideal error, no direction word", "gain from the direction word",
             "error rise, direction mirrored"]
@@ -162,7 +168,10 @@ def section(errors: dict, names: list[str], gap: tuple[float, float], setup: str
         f"it by an RMS of {gap[0]:.4f} per pixel over these clips, against {gap[1]:.4f} that "
         "sampling alone gives: objects that start moving right leave the side of the left "
         "wall and crowd the right one after bouncing, so the caption's direction moves where "
-        "the object is expected in the later frames even before z_t shows anything.", "",
+        "the object is expected in the later frames even before z_t shows anything. "
+        f"{gap[2]:.0%} of the square of that change is odd in time (it is the opposite at the "
+        "last frame of what it is at the first), the part that a time-reversal equivariant "
+        "network cannot output.", "",
         f"Generated in {minutes:.0f} min by `{command}`.",
     ])
 
@@ -206,9 +215,9 @@ def main(argv=None) -> None:
                   f"mirrored caption (up to log-SNR {MODEL_MAX_LOGSNR:g}).")
     command = " ".join(["nice -n 5 .venv/bin/python scripts/direction_value.py",
                         *(argv if argv is not None else sys.argv[1:])])
-    write_section(args.out, section(errors, list(models), prior_mean_gap(videos, directions),
-                                    setup, command, (time.time() - start) / 60),
-                  "direction-value")
+    gap = prior_mean_gap(videos, directions, args.num_frames)
+    write_section(args.out, section(errors, list(models), gap, setup, command,
+                                    (time.time() - start) / 60), "direction-value")
     print(f"wrote {display_path(args.out)}")
 
 

@@ -80,8 +80,10 @@ def test_the_direction_word_is_worth_something_and_the_section_is_written(tmp_pa
     assert max(gains) > 0.001  # the caption's direction lowers the ideal error somewhere
     assert gains[-1] == 0  # where z_t alone pins the clip down, the word adds nothing
     videos, directions = script.hypotheses("circle", "red", 400, 8, 16, seed=0)
-    gap, noise = script.prior_mean_gap(videos, directions)
-    assert gap > 2 * noise > 0 and f"{gap:.4f}" in text
+    gap, noise, odd = script.prior_mean_gap(videos, directions, 8)
+    assert gap > 2 * noise > 0 and f"{gap:.4f}" in text and 0.1 < odd < 0.9
+    still = videos.view(400, 3, 8, -1)[:, :, :1].expand(-1, -1, 8, -1).reshape(400, -1)
+    assert script.prior_mean_gap(still, directions, 8)[2] < 1e-12  # frozen clips: no odd part
     with pytest.raises(SystemExit, match="makes 8 frames of 16 px"):
         script.main(["--model", str(tmp_path / "m"), "--out", str(out)])
     with pytest.raises(SystemExit, match="at least 8 times --draws"):
