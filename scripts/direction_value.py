@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from report.common import ROOT, display_path, write_section
 from report.stats import t_interval
-from vdm_core.data import DIRECTIONS, RADIUS_RANGE, REFERENCE_SIZE, Scene, place_object, render_at
+from vdm_core.data import DIRECTIONS, Scene, place_object, render_at, sample_radius
 from vdm_core.diffusion import model_denoiser
 from vdm_core.schedule import alpha_sigma
 from vdm_core.text import get_text_encoder
@@ -45,17 +45,15 @@ OPPOSITE = {name: next(o for o, (ox, oy) in DIRECTIONS.items() if (ox, oy) == (-
 def hypotheses(shape: str, colour: str, count: int, num_frames: int, size: int,
                seed: int) -> tuple[torch.Tensor, np.ndarray]:
     """`count` clips of one object of the caption's shape and colour, each drawn as the world
-    draws it (`data.place_object`: a uniform start in frame, a uniform speed, a radius uniform in
-    RADIUS_RANGE) in a uniformly drawn direction, as flattened videos in [-1, 1], and the index
+    draws it (`data.sample_radius`, then `data.place_object`: a uniform start in frame and a
+    uniform speed) in a uniformly drawn direction, as flattened videos in [-1, 1], and the index
     into DIRECTIONS of each.  # (H, D), (H,)"""
     rng = np.random.default_rng(seed)
-    scale = size / REFERENCE_SIZE
     names = list(DIRECTIONS)
     times = np.arange(num_frames, dtype=np.float64)
     videos, directions = [], rng.integers(len(names), size=count)
     for k in directions:
-        radius = float(rng.uniform(RADIUS_RANGE[0] * scale, RADIUS_RANGE[1] * scale))
-        obj = place_object(rng, shape, colour, radius, names[k], size)
+        obj = place_object(rng, shape, colour, sample_radius(rng, size), names[k], size)
         videos.append(frames_to_tensor(render_at(Scene((obj,), size), times)).flatten())
     return torch.stack(videos), directions
 
@@ -92,8 +90,9 @@ def direction_errors(videos: torch.Tensor, directions: np.ndarray, draws: int, s
     opposite = torch.tensor([names.index(OPPOSITE[n]) for n in names])[own]
     hyp = torch.as_tensor(directions)[None]  # (1, H)
     allowed = {"none": None, "caption": hyp == own[:, None], "mirrored": hyp == opposite[:, None]}
-    prompts = {kind: [f"a {colour} {shape} moving {names[k]}" for k in ks.tolist()]
-               for kind, ks in (("caption", own), ("mirrored", opposite))}
+    prompts = {kind: get_text_encoder().encode([f"a {colour} {shape} moving {names[k]}"
+                                                for k in ks.tolist()])
+               for kind, ks in (("caption", own), ("mirrored", opposite))} if models else {}
     out = {}
     for logsnr in tqdm(LOGSNRS, desc="log-SNR levels"):
         alpha, sigma = alpha_sigma(torch.tensor(logsnr))
@@ -106,16 +105,17 @@ def direction_errors(videos: torch.Tensor, directions: np.ndarray, draws: int, s
                 continue
             cfg = model.config  # its frame count and size are the clips' (main checks)
             video = z.view(draws, 3, cfg.num_frames, cfg.image_size, cfg.image_size)
-            for kind, texts in prompts.items():
-                x_hat = model_x_hat(model, video, logsnr, texts)
+            for kind, (states, mask) in prompts.items():
+                x_hat = model_x_hat(model, video, logsnr, states, mask)
                 out[logsnr][name, kind] = (x_hat.flatten(1) - x).pow(2).mean(1).numpy()
     return out
 
 
 @torch.no_grad()
-def model_x_hat(model, z: torch.Tensor, logsnr: float, texts: list[str]) -> torch.Tensor:
-    """The model's x_hat of z (N, C, T, H, W) at `logsnr` given the prompts, 8 at a time."""
-    states, mask = get_text_encoder().encode(texts)
+def model_x_hat(model, z: torch.Tensor, logsnr: float, states: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+    """The model's x_hat of z (N, C, T, H, W) at `logsnr` given the encoded prompts (states,
+    mask), 8 at a time."""
     parts = []
     for j in range(0, len(z), 8):
         denoise = model_denoiser(model, states[j:j + 8], mask[j:j + 8])

@@ -294,17 +294,22 @@ def _place_all(
     return tuple(placed)
 
 
+def sample_radius(rng: np.random.Generator, size: int) -> float:
+    """An object's radius, uniform in RADIUS_RANGE scaled to a ``size``-pixel frame."""
+    scale = size / REFERENCE_SIZE
+    return float(rng.uniform(RADIUS_RANGE[0] * scale, RADIUS_RANGE[1] * scale))
+
+
 def sample_scene(rng: np.random.Generator, size: int = 32, max_objects: int = 2) -> Scene:
     """Sample 1..``max_objects`` objects with distinct colours, sizes, positions and motions."""
     num_objects = int(rng.integers(1, max_objects + 1))
     names = list(PALETTE)
     colour_idx = rng.choice(len(names), size=num_objects, replace=False)
-    scale = size / REFERENCE_SIZE
     identities = [
         (
             SHAPES[int(rng.integers(len(SHAPES)))],
             names[int(k)],
-            float(rng.uniform(RADIUS_RANGE[0] * scale, RADIUS_RANGE[1] * scale)),
+            sample_radius(rng, size),
             list(DIRECTIONS)[int(rng.integers(len(DIRECTIONS)))],
         )
         for k in colour_idx
