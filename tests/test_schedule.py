@@ -80,3 +80,26 @@ def test_loss_is_zero_for_the_true_target_and_positive_otherwise():
         assert loss.shape == (3,) and loss.max() < 1e-6
         wrong = Oracle(param, x + 0.1, None)
         assert diffusion_loss(wrong, x, generator=torch.Generator().manual_seed(0)).min() > 0
+
+
+def test_heavy_share_draws_the_heavy_band_that_much_more_often_with_the_same_generator_use():
+    from vdm_core.diffusion import HEAVY_LOGSNR, sample_logsnr
+
+    n, share = 200_000, 0.25
+    plain_gen, heavy_gen = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    plain = sample_logsnr(n, plain_gen)
+    heavy = sample_logsnr(n, heavy_gen, heavy_share=share)
+    # one uniform per sample either way: the draws after it (noise, dropout) stay paired
+    assert torch.equal(torch.rand(4, generator=plain_gen), torch.rand(4, generator=heavy_gen))
+    assert torch.equal(plain, sample_logsnr(n, torch.Generator().manual_seed(3), 0.0))
+    band = 1.0 - float(t_from_logsnr(torch.tensor(HEAVY_LOGSNR)))  # U[0, 1]'s share of the band
+    for draws, expected in ((plain, band), (heavy, share + (1 - share) * band)):
+        frac = float((draws < HEAVY_LOGSNR).float().mean())
+        assert abs(frac - expected) < 4 * math.sqrt(expected * (1 - expected) / n), (frac, expected)
+    # outside the band the mixture keeps U[0, 1]'s shape: equal shares above and below logsnr 0
+    above = heavy[heavy >= HEAVY_LOGSNR]
+    t_above = t_from_logsnr(above)
+    below_half = float((t_above < 0.5).float().mean())
+    expected = 0.5 / (1.0 - band)
+    assert abs(below_half - expected) < 0.01, (below_half, expected)
+    assert heavy.min() >= -20.0 - 1e-4 and heavy.max() <= 20.0 + 1e-4

@@ -376,3 +376,44 @@ def test_break_time_symmetry_adds_a_seeded_odd_part_once(tmp_path):
     trained = UNet3D(model_cfg)
     trained.load_state_dict(a["ema"])
     assert odd_and_even(trained)[0].abs().mean() > 0.1
+
+
+def test_text_pool_lr_mult_scales_the_first_step_of_the_shared_pooling_only(tmp_path):
+    base = run_train(tmp_path / "base", 4, "--export-dir", str(tmp_path / "base_export"))
+    assert base.wait(timeout=300) == 0, base.stdout.read()
+    for mult in ("1", "10"):
+        proc = run_train(tmp_path / f"x{mult}", 1, "--init-from", str(tmp_path / "base_export"),
+                         "--text-pool-lr-mult", mult, "--heavy-noise-share", "0.5",
+                         "--warmup-steps", "1", "--lr", "1e-3")
+        assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    start = UNet3D.from_pretrained(tmp_path / "base_export").state_dict()
+    plain, fast = final_state(tmp_path / "x1")["model"], final_state(tmp_path / "x10")["model"]
+    pooled = [key for key in plain if key.startswith("text_pool.")]
+    assert pooled
+    for key in plain:
+        if key not in pooled:
+            assert torch.equal(fast[key], plain[key]), key
+
+    def moved(state):  # the pooling's whole first step; Adam's is lr * sign(g) where g >> eps
+        return torch.cat([(state[k].double() - start[k].double()).flatten() for k in pooled])
+
+    ratio = float(moved(fast).norm() / moved(plain).norm())
+    assert moved(plain).norm() > 0 and abs(ratio - 10.0) < 0.2, ratio
+    ckpt = torch.load(tmp_path / "x10" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert [g["lr_mult"] for g in ckpt["opt"]["param_groups"]] == [1.0, 10.0]
+    again = run_train(tmp_path / "x10", 2, "--init-from", str(tmp_path / "base_export"))
+    out = again.communicate(timeout=300)[0]
+    assert again.returncode != 0 and "--text-pool-lr-mult at 1 or not at 1" in out, out
+    assert "Traceback" not in out
+
+
+def test_new_rate_options_are_checked_before_any_work():
+    for flag, value, words in (("--heavy-noise-share", "1", "--heavy-noise-share must be in"),
+                               ("--text-pool-lr-mult", "0", "--text-pool-lr-mult must be a "
+                                                              "positive number"),
+                               ("--lr", "nan", "--lr must be a positive number")):
+        proc = subprocess.run([sys.executable, "-m", "vdm_core.train", *TINY, flag, value,
+                               "--out-dir", "/nonexistent/never-made"], cwd=ROOT, env=ENV,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and words in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -9,10 +9,18 @@ with few steps and for reconstruction guidance, which differentiates x_hat.
 
 import torch
 
-from .schedule import logsnr_schedule_cosine, q_sample, v_from_x_eps, x_from_eps, x_from_v
+from .schedule import (
+    logsnr_schedule_cosine,
+    q_sample,
+    t_from_logsnr,
+    v_from_x_eps,
+    x_from_eps,
+    x_from_v,
+)
 
 PARAMETERIZATIONS = ("eps", "v")
 WEIGHTINGS = ("min_snr", "v_mse", "eps_mse")
+HEAVY_LOGSNR = -4.5  # the heavy-noise band: where a caption's direction word is worth most
 
 
 def x_hat_from_output(output: torch.Tensor, z: torch.Tensor, logsnr: torch.Tensor,
@@ -84,16 +92,32 @@ def loss_weight(logsnr: torch.Tensor, weighting: str, snr_gamma: float = 5.0) ->
     raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
 
 
-def sample_logsnr(batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """logsnr(t) with t ~ U[0, 1] on the cosine schedule, one per sample.  # (B,)"""
-    return logsnr_schedule_cosine(torch.rand(batch, generator=generator))
+def sample_logsnr(batch: int, generator: torch.Generator | None = None,
+                  heavy_share: float = 0.0) -> torch.Tensor:
+    """logsnr(t) on the cosine schedule, one per sample.  # (B,)
+
+    With heavy_share = 0, t ~ U[0, 1] (the paper's continuous-time training). Otherwise t is drawn
+    from the mixture heavy_share * U[t_h, 1] + (1 - heavy_share) * U[0, 1], where t_h is the time
+    of logsnr = HEAVY_LOGSNR: the heavy-noise band, which U[0, 1] draws for only 7% of examples,
+    gets heavy_share more (docs/recipe.md, "What a direction word is worth"). One uniform draw per
+    sample either way, so the generator's later draws (noise, dropout) are the same as without it.
+    """
+    u = torch.rand(batch, generator=generator)
+    if heavy_share <= 0.0:
+        return logsnr_schedule_cosine(u)
+    t_h = float(t_from_logsnr(torch.tensor(HEAVY_LOGSNR)))
+    heavy = u < heavy_share
+    t = torch.where(heavy, t_h + (1.0 - t_h) * u / heavy_share,
+                    (u - heavy_share) / (1.0 - heavy_share))
+    return logsnr_schedule_cosine(t)
 
 
 def diffusion_loss(model, x: torch.Tensor, text_states=None, text_mask=None,
                    num_video_frames: torch.Tensor | None = None, weighting: str = "min_snr",
                    generator: torch.Generator | None = None,
                    parameterization: str | None = None,
-                   frameskip: torch.Tensor | None = None) -> torch.Tensor:
+                   frameskip: torch.Tensor | None = None,
+                   heavy_share: float = 0.0) -> torch.Tensor:
     """Per-sample loss E_eps[w(logsnr) ||x_hat(z_t) - x||^2] expressed in the network's target.
 
     x (B, C, T, H, W) in [-1, 1]. Every frame of a sample (video frames and appended image frames)
@@ -101,10 +125,11 @@ def diffusion_loss(model, x: torch.Tensor, text_states=None, text_mask=None,
     target (eps or v; `parameterization` defaults to model.config's), which is the same
     objective: ||eps_hat - eps||^2 = SNR ||x_hat - x||^2
     and ||v_hat - v||^2 = (1 + SNR) ||x_hat - x||^2. frameskip (B,), when given, is passed to a
-    frameskip-conditioned model.  # -> (B,)
+    frameskip-conditioned model. heavy_share draws more noise levels from the heavy-noise band
+    (`sample_logsnr`).  # -> (B,)
     """
     b = x.shape[0]
-    logsnr = sample_logsnr(b, generator).to(x.device)
+    logsnr = sample_logsnr(b, generator, heavy_share).to(x.device)
     eps = torch.randn(x.shape, generator=generator).to(x.device)
     z = q_sample(x, logsnr, eps)
     output = model(z, logsnr, text_states, text_mask, num_video_frames,

@@ -26,11 +26,15 @@ def load_init(init_from: str, model_cfg: UNetConfig) -> tuple[UNet3D, tuple[str,
 
 
 def make_optimizer(model: UNet3D, added: tuple[str, ...], lr: float, weight_decay: float,
-                   added_lr_mult: float = 1.0) -> torch.optim.AdamW:
+                   added_lr_mult: float = 1.0,
+                   text_pool_lr_mult: float = 1.0) -> torch.optim.AdamW:
     """AdamW over the model; the grown parameters (`added`) form a second group whose learning
     rate is `added_lr_mult` times the schedule's (each group's "lr_mult"). Their last layer
     starts at zero, so at the base rate the batch's gradient noise keeps them near zero for
-    thousands of steps (assets/keyframe_model/README.md: phase 5's frameskip input)."""
+    thousands of steps (assets/keyframe_model/README.md: phase 5's frameskip input).
+    With text_pool_lr_mult != 1 the shared text pooling (`text_pool.*`) forms a last group at
+    that multiple, so that a continued run can relearn what the pooling projected away (the
+    caption's direction words; docs/recipe.md, "The direction of time")."""
     if added_lr_mult != 1.0 and not added:
         raise ValueError("--added-lr-mult applies to the layers that --init-from grows "
                          "(--frameskip-conditioning, --conditioned-odd-bias or "
@@ -38,9 +42,13 @@ def make_optimizer(model: UNet3D, added: tuple[str, ...], lr: float, weight_deca
                          "none (a checkpoint written before --added-lr-mult existed records "
                          "none)")
     params, grown = dict(model.named_parameters()), set(added)
-    groups = [{"params": [p for n, p in params.items() if n not in grown], "lr_mult": 1.0}]
+    pool = set() if text_pool_lr_mult == 1.0 else {n for n in params if n.startswith("text_pool.")}
+    groups = [{"params": [p for n, p in params.items() if n not in grown | pool], "lr_mult": 1.0}]
     if added:
         groups.append({"params": [params[n] for n in added], "lr_mult": added_lr_mult})
+    if pool:
+        groups.append({"params": [params[n] for n in params if n in pool],
+                       "lr_mult": text_pool_lr_mult})
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
 
 

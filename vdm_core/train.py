@@ -63,6 +63,8 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 3e-4
     added_lr_mult: float = 1.0  # learning rate of the layers --init-from grows, times --lr
+    text_pool_lr_mult: float = 1.0  # learning rate of the shared text pooling, times --lr
+    heavy_noise_share: float = 0.0  # extra share of noise levels drawn below log-SNR -4.5
     break_time_symmetry: float = 0.0  # scale of a random odd part added to temporal biases
     warmup_steps: int = 200
     weight_decay: float = 0.0
@@ -238,6 +240,12 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("--workers renders the procedural world; use --workers 0 with a folder")
     if cfg.window_start_max < 0:
         raise ValueError("--window-start-max must be >= 0")
+    if not 0.0 <= cfg.heavy_noise_share < 1.0:
+        raise ValueError(f"--heavy-noise-share must be in [0, 1), got {cfg.heavy_noise_share}")
+    for name in ("lr", "added_lr_mult", "text_pool_lr_mult"):
+        value = getattr(cfg, name)
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
     frameskips = parse_frameskips(cfg.frameskips)
     if cfg.data != "world" and (cfg.window_start_max or frameskips != (1,)):
         raise ValueError("--frameskips and --window-start-max draw windows of the procedural "
@@ -273,8 +281,12 @@ def resume(run: Run, ckpt: dict) -> None:
     """Restore model, EMA, optimizer, data position, RNG states and counters from `ckpt`."""
     run.model.load_state_dict(ckpt["model"])
     run.ema.load_state_dict(ckpt["ema"])
+    mults = [group["lr_mult"] for group in run.opt.param_groups]
+    if len(ckpt["opt"]["param_groups"]) != len(mults):
+        raise SystemExit(f"{run.ckpt_path} was trained with {len(ckpt['opt']['param_groups'])} "
+                         f"learning-rate groups and this command makes {len(mults)}: resume "
+                         "with --text-pool-lr-mult at 1 or not at 1, as the run started")
     run.opt.load_state_dict(ckpt["opt"])
-    mults = (1.0, run.cfg.added_lr_mult)[:len(run.opt.param_groups)]
     for group, mult in zip(run.opt.param_groups, mults, strict=True):
         group["lr_mult"] = mult  # the command line decides, as it does for --lr
     run.stream.load_state_dict(ckpt["stream"])
@@ -306,7 +318,8 @@ def build_run(cfg: TrainConfig, model_cfg: UNetConfig, device: torch.device, ran
         init, added = load_init(cfg.init_from, model_cfg)
     model = UNet3D(model_cfg).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = make_optimizer(model, added, cfg.lr, cfg.weight_decay, cfg.added_lr_mult)
+    opt = make_optimizer(model, added, cfg.lr, cfg.weight_decay, cfg.added_lr_mult,
+                         cfg.text_pool_lr_mult)
     run = Run(cfg, model_cfg, model, ema, opt, stream, generator, out, rank,
               describe_hardware(device), added)
     if ckpt is not None:
@@ -335,7 +348,8 @@ def train_step(run: Run, net: torch.nn.Module, batch, states: torch.Tensor, mask
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         loss = diffusion_loss(net, x, states.to(device), mask.to(device), n_video.to(device),
                               cfg.weighting, generator, run.model_cfg.parameterization,
-                              None if frameskip is None else frameskip.to(device)).mean()
+                              None if frameskip is None else frameskip.to(device),
+                              cfg.heavy_noise_share).mean()
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
@@ -502,10 +516,10 @@ def main(argv=None) -> None:
             raise SystemExit(f"--export-only needs --export-dir and a checkpoint at {ckpt_path}")
         export_from_checkpoint(ckpt_path, cfg.export_dir)
         return
-    if not math.isfinite(cfg.lr) or cfg.lr <= 0:
-        raise SystemExit("--lr must be a positive number")
-    if not math.isfinite(cfg.added_lr_mult) or cfg.added_lr_mult <= 0:
-        raise SystemExit("--added-lr-mult must be a positive number")
+    try:
+        check_config(cfg)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     if model_cfg.odd_bias_text_pool and not model_cfg.conditioned_odd_bias:
         raise SystemExit("--odd-bias-text-pool feeds the conditioned odd bias: add "
                          "--conditioned-odd-bias")
