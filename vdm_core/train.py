@@ -509,20 +509,17 @@ def parse_args(argv=None) -> tuple[TrainConfig, UNetConfig]:
 
 
 def main(argv=None) -> None:
-    cfg, model_cfg = parse_args(argv)
+    try:
+        cfg, model_cfg = parse_args(argv)
+        check_config(cfg)
+    except ValueError as err:  # a refused option: its message, not a traceback
+        raise SystemExit(str(err)) from None
     if cfg.export_only:
         ckpt_path = Path(cfg.out_dir).expanduser() / CHECKPOINT_NAME
         if not cfg.export_dir or not ckpt_path.exists():
             raise SystemExit(f"--export-only needs --export-dir and a checkpoint at {ckpt_path}")
         export_from_checkpoint(ckpt_path, cfg.export_dir)
         return
-    try:
-        check_config(cfg)
-    except ValueError as err:
-        raise SystemExit(str(err)) from None
-    if model_cfg.odd_bias_text_pool and not model_cfg.conditioned_odd_bias:
-        raise SystemExit("--odd-bias-text-pool feeds the conditioned odd bias: add "
-                         "--conditioned-odd-bias")
     train(cfg, model_cfg)
     if dist.is_initialized():
         dist.destroy_process_group()  # train() ends with a barrier: every rank is here

@@ -80,6 +80,11 @@ class UNetConfig:
     odd_bias_text_pool: bool = False  # the odd bias reads its own text pooling (docs/recipe.md)
     temporal_resolutions: tuple[int, ...] = ()  # temporal attention alone (no spatial) here
 
+    def __post_init__(self) -> None:
+        if self.odd_bias_text_pool and not self.conditioned_odd_bias:
+            raise ValueError("odd_bias_text_pool (--odd-bias-text-pool) feeds the conditioned "
+                             "odd bias: it needs conditioned_odd_bias (add --conditioned-odd-bias)")
+
     @property
     def emb_dim(self) -> int:
         return 4 * self.base_channels
@@ -233,9 +238,6 @@ class UNet3D(nn.Module):
                                                zero_init(nn.Linear(emb, emb)))
         self.text_pool = TextPooling(cfg.text_dim, cfg.text_heads, emb)
         if cfg.odd_bias_text_pool:
-            if not cfg.conditioned_odd_bias:
-                raise ValueError("odd_bias_text_pool feeds the conditioned odd bias: it needs "
-                                 "conditioned_odd_bias")
             # random query and values (they pass direction words on, docs/recipe.md), output
             # zero: the model starts out computing what it did without
             self.odd_text_pool = TextPooling(cfg.text_dim, cfg.text_heads, emb)
