@@ -29,7 +29,14 @@ from tqdm import tqdm
 
 from report.common import ROOT, display_path, write_section
 from report.stats import t_interval
-from vdm_core.data import DIRECTIONS, Scene, place_object, render_at, sample_radius
+from vdm_core.data import (
+    DIRECTIONS,
+    Scene,
+    mirrored_caption,
+    place_object,
+    render_at,
+    sample_radius,
+)
 from vdm_core.diffusion import model_denoiser
 from vdm_core.schedule import alpha_sigma
 from vdm_core.text import get_text_encoder
@@ -38,8 +45,7 @@ from vdm_core.video_io import frames_to_tensor
 
 LOGSNRS = (-12.0, -9.0, -6.0, -4.5, -3.0, -1.5, 0.0, 1.5, 3.0, 6.0)
 MODEL_MAX_LOGSNR = -3.0  # models are run up to here: above it the word is worth nothing
-OPPOSITE = {name: next(o for o, (ox, oy) in DIRECTIONS.items() if (ox, oy) == (-dx, -dy))
-            for name, (dx, dy) in DIRECTIONS.items()}
+OPPOSITE = {name: mirrored_caption(name) for name in DIRECTIONS}
 
 
 def hypotheses(shape: str, colour: str, count: int, num_frames: int, size: int,
@@ -90,9 +96,11 @@ def direction_errors(videos: torch.Tensor, directions: np.ndarray, draws: int, s
     opposite = torch.tensor([names.index(OPPOSITE[n]) for n in names])[own]
     hyp = torch.as_tensor(directions)[None]  # (1, H)
     allowed = {"none": None, "caption": hyp == own[:, None], "mirrored": hyp == opposite[:, None]}
-    prompts = {kind: get_text_encoder().encode([f"a {colour} {shape} moving {names[k]}"
-                                                for k in ks.tolist()])
-               for kind, ks in (("caption", own), ("mirrored", opposite))} if models else {}
+    captions = [f"a {colour} {shape} moving {names[k]}" for k in own.tolist()]
+    prompts = {kind: get_text_encoder().encode(texts)
+               for kind, texts in (("caption", captions),
+                                   ("mirrored", [mirrored_caption(c) for c in captions]))
+               } if models else {}
     out = {}
     for logsnr in tqdm(LOGSNRS, desc="log-SNR levels"):
         alpha, sigma = alpha_sigma(torch.tensor(logsnr))

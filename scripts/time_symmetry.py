@@ -25,7 +25,6 @@ Writes the section "time-symmetry" of docs/recipe.md (`--out` elsewhere).
 """
 
 import argparse
-import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +36,7 @@ from report.common import ROOT, display_path, write_section
 from report.denoising import HELD_OUT, LOGSNRS, denoised
 from report.stats import t_interval
 from vdm_core.conditional import predict
-from vdm_core.data import EVAL_SEEDS, PALETTE, Scene, caption, world_clip
+from vdm_core.data import EVAL_SEEDS, PALETTE, Scene, caption, mirrored_caption, world_clip
 from vdm_core.defaults import default_config
 from vdm_core.metrics import DIRECTION_SPAN as SPAN
 from vdm_core.metrics import direction_cosines, direction_shares
@@ -48,13 +47,7 @@ from vdm_core.text import get_text_encoder
 from vdm_core.unet3d import TextPooling
 from vdm_core.video_io import frames_to_tensor
 
-MIRROR = {"left": "right", "right": "left", "up": "down", "down": "up"}
 GIVEN = 4  # prediction from 4 given frames (issue #14's protocol, scripts/model_card.py)
-
-
-def mirrored(text: str) -> str:
-    """The caption with every direction word replaced by its opposite."""
-    return re.sub(r"\b(left|right|up|down)\b", lambda m: MIRROR[m.group(1)], text)
 
 
 def recoloured(scene: Scene) -> str:
@@ -83,7 +76,7 @@ def conditioned_odd_parts(model, captions: list[str], logsnr: float) -> list[tup
     pos = torch.arange(model.config.num_frames)
     ahead = pos[None, :] > pos[:, None]  # (T, T): each distance d >= 1 once per pair
     embs = []
-    for texts in (captions, [mirrored(c) for c in captions]):
+    for texts in (captions, [mirrored_caption(c) for c in captions]):
         states, mask = get_text_encoder().encode(texts)
         with torch.no_grad():
             emb = model.embed(torch.full((len(texts),), logsnr), states, mask)  # (B, E)
@@ -111,7 +104,8 @@ def text_direction_lines(model, clips: list) -> list[str]:
     pooling where the model has one, a freshly initialised pooling (seed 0) and the encoder's own
     mean-pooled sentence embedding."""
     captions = [c.caption for c in clips]
-    variants = (captions, [mirrored(c) for c in captions], [recoloured(c.scene) for c in clips])
+    variants = (captions, [mirrored_caption(c) for c in captions],
+                [recoloured(c.scene) for c in clips])
     encoder = get_text_encoder()
     encoded = [encoder.encode(texts) for texts in variants]  # (states, mask) each
     cfg = model.config
@@ -162,7 +156,7 @@ def denoising_rows(model, clips: list) -> list[str]:
         "reversal gap, caption": per_clip(true, x_hats(model, x, captions, reverse=True)),
         "own error, caption": per_clip(true, x[None]),
     }
-    for name, texts in (("directions mirrored", [mirrored(t) for t in captions]),
+    for name, texts in (("directions mirrored", [mirrored_caption(t) for t in captions]),
                         ("colours wrong", [recoloured(c.scene) for c in clips])):
         cells[f"error rise, {name}"] = (per_clip(x_hats(model, x, texts), x[None])
                                         - cells["own error, caption"])

@@ -42,6 +42,8 @@ def test_the_clips_are_the_worlds_one_object_clips_in_every_direction():
     names = list(DIRECTIONS)
     assert script.OPPOSITE["up and left"] == "down and right"
     assert all(script.OPPOSITE[script.OPPOSITE[n]] == n for n in names)
+    for name in names:  # the mirrored word is the reversed motion
+        assert np.allclose(DIRECTIONS[script.OPPOSITE[name]], -np.array(DIRECTIONS[name]))
 
 
 def test_objects_moving_one_way_crowd_the_far_wall():

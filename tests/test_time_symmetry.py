@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import load_script
 
-from vdm_core.data import world_clip
+from vdm_core.data import mirrored_caption, world_clip
 from vdm_core.grow import load_init
 from vdm_core.temporal_attention import TemporalAttention
 from vdm_core.train import main as train_main
@@ -132,7 +132,7 @@ def test_the_odd_bias_can_read_the_caption_through_its_own_pooling(tmp_path, ran
 
 def test_mirrored_and_recoloured_captions():
     script = load_script("time_symmetry")
-    assert (script.mirrored("a red circle moving up and left and a blue square moving right")
+    assert (mirrored_caption("a red circle moving up and left and a blue square moving right")
             == "a red circle moving down and right and a blue square moving left")
     scene = world_clip(3, 8, 16).scene
     other = script.recoloured(scene)
