@@ -16,6 +16,10 @@ Per log-SNR, over test draws of x (hypotheses drawn uniformly) and noise: the id
 the direction word, the gain from it, and the error rise when the direction is mirrored, the
 ideal counterpart of time_symmetry's "error rise, directions mirrored". Writes the section
 "direction-value" of docs/recipe.md (`--out` elsewhere).
+
+`--pure-noise --model A B ...` instead compares what the models draw at pure noise with the
+ideal prior mean E[x | c] (section "pure-noise"): its spatial structure, its change from "moving
+left" to "moving right", and how much each model's x_hat moves with noise that says nothing.
 """
 
 import argparse
@@ -45,6 +49,7 @@ from vdm_core.video_io import frames_to_tensor
 
 LOGSNRS = (-12.0, -9.0, -6.0, -4.5, -3.0, -1.5, 0.0, 1.5, 3.0, 6.0)
 MODEL_MAX_LOGSNR = -3.0  # models are run up to here: above it the word is worth nothing
+PURE_NOISE_LOGSNR = -12.0  # z_t says next to nothing about x: the ideal x_hat is E[x | c]
 OPPOSITE = {name: mirrored_caption(name) for name in DIRECTIONS}
 
 
@@ -148,6 +153,70 @@ def prior_mean_gap(videos: torch.Tensor, directions: np.ndarray,
             (odd.pow(2).sum() / shifts.pow(2).sum()).item())
 
 
+def structure(video: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """A flattened video less each frame's and channel's mean over the image: where in the
+    frame it is brighter or darker.  # (D,) -> (D,)"""
+    v = video.reshape(3, num_frames, -1)
+    return (v - v.mean(2, keepdim=True)).flatten()
+
+
+def _rms(v: torch.Tensor) -> float:
+    return v.pow(2).mean().sqrt().item()
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a @ b / (a.norm() * b.norm()).clamp(min=1e-12)).item()
+
+
+def pure_noise_rows(videos: torch.Tensor, directions: np.ndarray, num_frames: int, size: int,
+                    models: dict, shape: str, colour: str, draws: int,
+                    seed: int) -> list[tuple[str, float, float, float, float, float]]:
+    """The ideal prior mean against what each of {name: model} draws at PURE_NOISE_LOGSNR, per
+    row (name, RMS of the structure of E[x], its cosine with the ideal one, RMS of the
+    right-minus-left change of that structure, its cosine with the ideal one, RMS spread of x_hat
+    over `draws` noise draws). A model's E[x | c] is its x_hat averaged over the draws for
+    "a <colour> <shape> moving right" and "... left"; the ideal one averages the clips."""
+    names = list(DIRECTIONS)
+    ideal = {d: structure(videos[torch.as_tensor(directions == names.index(d))].mean(0),
+                          num_frames) for d in ("right", "left")}
+    s_ideal = structure(videos.mean(0), num_frames)
+    d_ideal = ideal["right"] - ideal["left"]
+    rows = [("ideal", _rms(s_ideal), 1.0, _rms(d_ideal), 1.0, 0.0)]
+    z = torch.randn(draws, 3, num_frames, size, size,
+                    generator=torch.Generator().manual_seed(seed))  # (N, C, T, H, W)
+    encoder = get_text_encoder()
+    prompts = {d: encoder.encode([f"a {colour} {shape} moving {d}"] * draws)
+               for d in ("right", "left")}
+    for name, model in models.items():
+        x_hats = {d: model_x_hat(model, z, PURE_NOISE_LOGSNR, *prompts[d]) for d in prompts}
+        means = {d: x.mean(0).flatten() for d, x in x_hats.items()}
+        s_model = structure((means["right"] + means["left"]) / 2, num_frames)
+        d_model = structure(means["right"], num_frames) - structure(means["left"], num_frames)
+        spread = np.sqrt(np.mean([x.var(0, correction=0).mean().item() for x in x_hats.values()]))
+        rows.append((name, _rms(s_model), _cosine(s_model, s_ideal), _rms(d_model),
+                     _cosine(d_model, d_ideal), float(spread)))
+    return rows
+
+
+def pure_noise_section(rows: list, setup: str, command: str, minutes: float) -> str:
+    lines = ["| | structure of E[x]: RMS (cosine with the ideal) | right-minus-left change: RMS "
+             "(cosine with the ideal) | x_hat's spread over the noise draws: RMS |",
+             "|---|---|---|---|"]
+    for name, s, s_cos, d, d_cos, spread in rows:
+        label = name if name == "ideal" else f"`{name}`"
+        lines.append(f"| {label} | {s:.4f} ({s_cos:+.2f}) | {d:.4f} ({d_cos:+.2f}) | "
+                     f"{spread:.4f} |")
+    return "\n".join([
+        f"{setup} Each model's x_hat at log-SNR {PURE_NOISE_LOGSNR:g} for fixed noise draws, "
+        "given the caption moving right and moving left, averaged over the draws, beside the "
+        "ideal E[x | c] (the mean of the clips); \"structure\" is what is left of a mean "
+        "video after subtracting each frame's and channel's mean over the image "
+        "(`scripts/direction_value.py --pure-noise`).", "",
+        *lines, "",
+        f"Generated in {minutes:.0f} min by `{command}`.",
+    ])
+
+
 def section(errors: dict, names: list[str], gap: tuple[float, float, float], setup: str,
             command: str, minutes: float) -> str:
     head = ["log-SNR", "ideal error, no direction word", "gain from the direction word",
@@ -196,8 +265,12 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model", type=Path, nargs="*", default=[],
                         help="also measure these models on the same z_t")
+    parser.add_argument("--pure-noise", action="store_true",
+                        help="compare what the models draw at pure noise with E[x | c] instead")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "recipe.md")
     args = parser.parse_args(argv)
+    if args.pure_noise and not args.model:
+        raise SystemExit("--pure-noise compares models with the ideal prior mean: give --model")
     if args.draws < 2 or args.clips < 8 * args.draws:
         raise SystemExit("--draws must be at least 2 (an interval needs two) and --clips at "
                          "least 8 times --draws")
@@ -212,17 +285,26 @@ def main(argv=None) -> None:
     start = time.time()
     videos, directions = hypotheses(args.shape, args.colour, args.clips, args.num_frames,
                                     args.size, args.seed)
-    errors = direction_errors(videos, directions, args.draws, args.seed, models, args.shape,
-                              args.colour)
+    command = " ".join(["nice -n 5 .venv/bin/python scripts/direction_value.py",
+                        *(argv if argv is not None else sys.argv[1:])])
     setup = (f"The world's one-object clips of \"a {args.colour} {args.shape} moving ...\" "
              f"({args.num_frames} frames of {args.size}x{args.size}; start, speed and radius "
              f"drawn as the world draws them, 8 directions): {len(videos):,} equally likely "
-             f"clips, {args.draws} test draws among them.")
+             "clips")
+    if args.pure_noise:
+        setup += f"; {args.draws} noise draws."
+        rows = pure_noise_rows(videos, directions, args.num_frames, args.size, models,
+                               args.shape, args.colour, args.draws, args.seed)
+        write_section(args.out, pure_noise_section(rows, setup, command,
+                                                   (time.time() - start) / 60), "pure-noise")
+        print(f"wrote {display_path(args.out)}")
+        return
+    errors = direction_errors(videos, directions, args.draws, args.seed, models, args.shape,
+                              args.colour)
+    setup += f", {args.draws} test draws among them."
     if models:
         setup += (" The model columns: each model on the same z_t, given the caption and the "
                   f"mirrored caption (up to log-SNR {MODEL_MAX_LOGSNR:g}).")
-    command = " ".join(["nice -n 5 .venv/bin/python scripts/direction_value.py",
-                        *(argv if argv is not None else sys.argv[1:])])
     gap = prior_mean_gap(videos, directions, args.num_frames)
     write_section(args.out, section(errors, list(models), gap, setup, command,
                                     (time.time() - start) / 60), "direction-value")

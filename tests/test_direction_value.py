@@ -101,3 +101,36 @@ def test_at_pure_noise_the_ideal_error_is_the_prior_variance():
     pick = torch.randint(len(videos), (40,), generator=generator)  # direction_errors' draws
     prior = (videos[pick] - mean).pow(2).mean(1).numpy()
     assert math.isclose(errors["none"].mean(), prior.mean(), rel_tol=0.02)
+
+
+def test_pure_noise_mode_sets_what_models_draw_beside_the_ideal_prior_mean(tmp_path,
+                                                                           randomized_unet):
+    script = load_script("direction_value")
+    videos, directions = script.hypotheses("circle", "red", 400, 8, 16, seed=0)
+    assert script.structure(torch.full((3 * 8 * 16 * 16,), 0.3), 8).abs().max() < 1e-6
+    names = list(DIRECTIONS)
+    means = {d: videos[torch.as_tensor(directions == names.index(d))].mean(0)
+             for d in ("right", "left")}
+    shift = (script.structure(means["right"], 8) - script.structure(means["left"], 8))
+    columns = shift.view(3, 8, 16, 16)[0].mean(dim=(0, 1))  # red, over frames and rows
+    assert columns[8:].sum() > 0 > columns[:8].sum()  # "right" draws the object further right
+
+    cfg = UNetConfig(base_channels=8, channel_mults=(1, 2), attn_resolutions=(8,), head_dim=8,
+                     text_heads=2, image_size=16, num_frames=8)
+    randomized_unet(cfg).save_pretrained(tmp_path / "m")
+    out = tmp_path / "recipe.md"
+    out.write_text("# Recipe\n")
+    script.main(["--pure-noise", "--size", "16", "--num-frames", "8", "--clips", "400",
+                 "--draws", "4", "--model", str(tmp_path / "m"), "--out", str(out)])
+    text = out.read_text()
+    assert "<!-- pure-noise:start -->" in text and "400 equally likely clips; 4 noise draws" in text
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+            for line in text.splitlines() if line.startswith("| ideal") or line.startswith("| `")}
+    ideal = rows.pop("ideal")
+    assert ideal[0].endswith("(+1.00)") and ideal[1].endswith("(+1.00)") and ideal[2] == "0.0000"
+    assert float(ideal[1].split()[0]) == pytest.approx(shift.pow(2).mean().sqrt().item(), abs=1e-4)
+    (model,) = rows.values()
+    assert float(model[2]) > 0  # a random network's x_hat moves with the noise
+    assert all(-1 <= float(c.split("(")[1].rstrip(")")) <= 1 for c in model[:2])
+    with pytest.raises(SystemExit, match="give --model"):
+        script.main(["--pure-noise", "--out", str(out)])
