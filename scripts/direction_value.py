@@ -36,12 +36,12 @@ from report.stats import t_interval
 from vdm_core.data import (
     DIRECTIONS,
     Scene,
-    mirrored_caption,
     place_object,
     render_at,
     sample_radius,
 )
 from vdm_core.diffusion import model_denoiser
+from vdm_core.metrics import mirrored_caption
 from vdm_core.schedule import alpha_sigma
 from vdm_core.text import get_text_encoder
 from vdm_core.unet3d import UNet3D

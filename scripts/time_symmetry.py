@@ -36,10 +36,10 @@ from report.common import ROOT, display_path, write_section
 from report.denoising import HELD_OUT, LOGSNRS, denoised
 from report.stats import t_interval
 from vdm_core.conditional import predict
-from vdm_core.data import EVAL_SEEDS, PALETTE, Scene, caption, mirrored_caption, world_clip
+from vdm_core.data import EVAL_SEEDS, PALETTE, Scene, caption, world_clip
 from vdm_core.defaults import default_config
 from vdm_core.metrics import DIRECTION_SPAN as SPAN
-from vdm_core.metrics import direction_cosines, direction_shares
+from vdm_core.metrics import direction_cosines, direction_shares, mirrored_caption
 from vdm_core.pipeline import VideoDiffusionPipeline
 from vdm_core.records import training_phases
 from vdm_core.temporal_attention import TemporalAttention

@@ -6,8 +6,9 @@ import pytest
 import torch
 from conftest import load_script
 
-from vdm_core.data import mirrored_caption, world_clip
+from vdm_core.data import world_clip
 from vdm_core.grow import load_init
+from vdm_core.metrics import mirrored_caption
 from vdm_core.temporal_attention import TemporalAttention
 from vdm_core.train import main as train_main
 from vdm_core.train import parse_args

@@ -13,7 +13,6 @@ Rendering is anti-aliased by supersampling: each pixel's coverage by a shape is 
 a ``4 x 4`` grid of sub-pixel sample points inside the shape, evaluated with vectorised numpy.
 """
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -322,15 +321,6 @@ def caption(scene: Scene) -> str:
     """English caption, e.g. "a red circle moving up and left and a blue square moving right"."""
     parts = [f"a {o.colour} {o.shape} moving {o.direction}" for o in scene.objects]
     return " and ".join(parts)
-
-
-_MIRROR = {"left": "right", "right": "left", "up": "down", "down": "up"}
-
-
-def mirrored_caption(text: str) -> str:
-    """The caption (or direction name) with every direction word replaced by its opposite, e.g.
-    "a red circle moving up and left" -> "a red circle moving down and right"."""
-    return re.sub(r"\b(left|right|up|down)\b", lambda m: _MIRROR[m.group(1)], text)
 
 
 _DIRECTION_OF_SIGNS: dict[tuple[float, float], str] = {

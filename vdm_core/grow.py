@@ -52,6 +52,19 @@ def make_optimizer(model: UNet3D, added: tuple[str, ...], lr: float, weight_deca
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
 
 
+def restore_optimizer(opt: torch.optim.Optimizer, state: dict, path) -> None:
+    """Load a checkpoint's optimizer state into `opt`, keeping opt's "lr_mult"s: the command line
+    decides them, as it does --lr. The groups must match the ones the run started with."""
+    mults = [group["lr_mult"] for group in opt.param_groups]
+    if len(state["param_groups"]) != len(mults):
+        raise SystemExit(f"{path} was trained with {len(state['param_groups'])} learning-rate "
+                         f"groups and this command makes {len(mults)}: resume with "
+                         "--text-pool-lr-mult at 1 or not at 1, as the run started")
+    opt.load_state_dict(state)
+    for group, mult in zip(opt.param_groups, mults, strict=True):
+        group["lr_mult"] = mult
+
+
 def break_time_symmetry(model: UNet3D, scale: float, seed: int) -> None:
     """Add a random odd function of the distance j - i to every temporal attention bias, in place.
 

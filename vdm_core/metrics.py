@@ -22,6 +22,7 @@ Every function is pure and takes uint8 frames (T, H, W, 3). Pixel distances are 
 """
 
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -410,3 +411,12 @@ def describe_clip(frames: np.ndarray, span: int = 3) -> str:
             text += " moving " + max(DIRECTIONS, key=lambda k: float(np.dot(DIRECTIONS[k], shift)))
         parts.append((last.x, text))
     return " and ".join(text for _, text in sorted(parts))
+
+
+_MIRROR = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def mirrored_caption(text: str) -> str:
+    """The caption (or direction name) with every direction word replaced by its opposite, e.g.
+    "a red circle moving up and left" -> "a red circle moving down and right"."""
+    return re.sub(r"\b(left|right|up|down)\b", lambda m: _MIRROR[m.group(1)], text)

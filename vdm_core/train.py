@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .diffusion import WEIGHTINGS, diffusion_loss, model_denoiser
-from .grow import break_time_symmetry, load_init, make_optimizer
+from .grow import break_time_symmetry, load_init, make_optimizer, restore_optimizer
 from .memory import retain_freed_memory
 from .records import (
     CHECKPOINT_NAME,
@@ -243,8 +243,7 @@ def check_config(cfg: TrainConfig) -> None:
     if not 0.0 <= cfg.heavy_noise_share < 1.0:
         raise ValueError(f"--heavy-noise-share must be in [0, 1), got {cfg.heavy_noise_share}")
     for name in ("lr", "added_lr_mult", "text_pool_lr_mult"):
-        value = getattr(cfg, name)
-        if not math.isfinite(value) or value <= 0:
+        if not math.isfinite(value := getattr(cfg, name)) or value <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
     frameskips = parse_frameskips(cfg.frameskips)
     if cfg.data != "world" and (cfg.window_start_max or frameskips != (1,)):
@@ -281,14 +280,7 @@ def resume(run: Run, ckpt: dict) -> None:
     """Restore model, EMA, optimizer, data position, RNG states and counters from `ckpt`."""
     run.model.load_state_dict(ckpt["model"])
     run.ema.load_state_dict(ckpt["ema"])
-    mults = [group["lr_mult"] for group in run.opt.param_groups]
-    if len(ckpt["opt"]["param_groups"]) != len(mults):
-        raise SystemExit(f"{run.ckpt_path} was trained with {len(ckpt['opt']['param_groups'])} "
-                         f"learning-rate groups and this command makes {len(mults)}: resume "
-                         "with --text-pool-lr-mult at 1 or not at 1, as the run started")
-    run.opt.load_state_dict(ckpt["opt"])
-    for group, mult in zip(run.opt.param_groups, mults, strict=True):
-        group["lr_mult"] = mult  # the command line decides, as it does for --lr
+    restore_optimizer(run.opt, ckpt["opt"], run.ckpt_path)
     run.stream.load_state_dict(ckpt["stream"])
     run.generator.set_state(ckpt["generator"])
     torch.set_rng_state(ckpt["torch_rng"])
@@ -342,14 +334,13 @@ def train_step(run: Run, net: torch.nn.Module, batch, states: torch.Tensor, mask
     drop = torch.rand(x.shape[0], generator=generator) < cfg.cond_drop
     mask = mask & ~drop[:, None]  # (B, L)
     n_video = torch.full((x.shape[0],), batch.num_video_frames, dtype=torch.long)
-    frameskip = batch.frameskip if run.model_cfg.frameskip_conditioning else None  # (B,)
+    skip = batch.frameskip if run.model_cfg.frameskip_conditioning else None  # (B,) or None
     for group in run.opt.param_groups:
         group["lr"] = lr_at(run.step, cfg) * group["lr_mult"]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         loss = diffusion_loss(net, x, states.to(device), mask.to(device), n_video.to(device),
                               cfg.weighting, generator, run.model_cfg.parameterization,
-                              None if frameskip is None else frameskip.to(device),
-                              cfg.heavy_noise_share).mean()
+                              skip, cfg.heavy_noise_share).mean()
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
