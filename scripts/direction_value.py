@@ -33,13 +33,7 @@ from tqdm import tqdm
 
 from report.common import ROOT, display_path, write_section
 from report.stats import t_interval
-from vdm_core.data import (
-    DIRECTIONS,
-    Scene,
-    place_object,
-    render_at,
-    sample_radius,
-)
+from vdm_core.data import DIRECTIONS, Scene, place_object, render_at, sample_radius
 from vdm_core.diffusion import model_denoiser
 from vdm_core.metrics import mirrored_caption
 from vdm_core.schedule import alpha_sigma

@@ -21,6 +21,7 @@ from .schedule import (
 PARAMETERIZATIONS = ("eps", "v")
 WEIGHTINGS = ("min_snr", "v_mse", "eps_mse")
 HEAVY_LOGSNR = -4.5  # the heavy-noise band: where a caption's direction word is worth most
+_HEAVY_T = float(t_from_logsnr(torch.tensor(HEAVY_LOGSNR)))  # the band is t in [_HEAVY_T, 1]
 
 
 def x_hat_from_output(output: torch.Tensor, z: torch.Tensor, logsnr: torch.Tensor,
@@ -97,17 +98,17 @@ def sample_logsnr(batch: int, generator: torch.Generator | None = None,
     """logsnr(t) on the cosine schedule, one per sample.  # (B,)
 
     With heavy_share = 0, t ~ U[0, 1] (the paper's continuous-time training). Otherwise t is drawn
-    from the mixture heavy_share * U[t_h, 1] + (1 - heavy_share) * U[0, 1], where t_h is the time
-    of logsnr = HEAVY_LOGSNR: the heavy-noise band, which U[0, 1] draws for only 7% of examples,
-    gets heavy_share more (docs/recipe.md, "What a direction word is worth"). One uniform draw per
-    sample either way, so the generator's later draws (noise, dropout) are the same as without it.
+    from the mixture heavy_share * U[t_h, 1] + (1 - heavy_share) * U[0, 1], where t_h (_HEAVY_T)
+    is the time of logsnr = HEAVY_LOGSNR: the heavy-noise band, which U[0, 1] draws for only 7%
+    of examples, gets heavy_share more (docs/recipe.md, "What a direction word is worth"). One
+    uniform draw per sample either way, so the generator's later draws (noise, dropout) are the
+    same as without it.
     """
     u = torch.rand(batch, generator=generator)
     if heavy_share <= 0.0:
         return logsnr_schedule_cosine(u)
-    t_h = float(t_from_logsnr(torch.tensor(HEAVY_LOGSNR)))
     heavy = u < heavy_share
-    t = torch.where(heavy, t_h + (1.0 - t_h) * u / heavy_share,
+    t = torch.where(heavy, _HEAVY_T + (1.0 - _HEAVY_T) * u / heavy_share,
                     (u - heavy_share) / (1.0 - heavy_share))
     return logsnr_schedule_cosine(t)
 
