@@ -1,0 +1,220 @@
+"""Where unconditional samples lose identity: does a model read a clip's colour from all its
+frames? Writes the section "Where unconditional samples lose identity" of docs/recipe.md.
+
+    nice -n 5 .venv/bin/python scripts/colour_pooling.py --model assets/model \
+        --model assets/heavy_noise_run [--clips 32] [--samplers ancestral:24,pc:24]
+
+A colour is a property of the whole clip, so an ideal video denoiser reads it from every
+frame's evidence and gives every frame the same answer. Held-out one-object clips are noised at
+fixed log-SNR levels with fixed noise (eq. 1), and each frame's colour is decoded to the palette
+colour whose re-rendered clip (same shape, same trajectory) lies nearest:
+- "Bayes, one frame" / "Bayes, all frames": the exact posterior decision from z_t when shape
+  and trajectory are known (Gaussian likelihood ||z_t - alpha_t x_k||^2 / 2 sigma_t^2, uniform
+  prior over the palette): from each frame alone, and from all frames pooled. Their gap is what
+  pooling over time is worth at that noise level.
+- a model, "images": x_hat from the same z_t denoised as independent images (every frame
+  masked off from the others, joint training's mask, sec. 3), decoded per frame; it pools
+  nothing.
+- a model, "video": x_hat of the clip as a video, decoded per frame; "agree" is the share of
+  frames decoded to the clip's most common answer (1 for an ideal denoiser).
+With --samplers, each model also samples unconditional clips (empty prompt, w = 0) per
+sampler:steps and reports `metrics.identity_kept`, the share of clips that keep it in every
+frame, and the mean acceleration (model card columns).
+"""
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from report.common import ROOT, display_path, write_section
+from vdm_core.data import EVAL_SEEDS, PALETTE, Clip, render_clip, world_clip
+from vdm_core.diffusion import model_denoiser
+from vdm_core.metrics import identity_kept, motion_stats
+from vdm_core.pipeline import VideoDiffusionPipeline
+from vdm_core.schedule import alpha_sigma, q_sample
+from vdm_core.video_io import frames_to_tensor
+
+LOGSNRS = (-8.0, -6.0, -5.0, -4.0, -3.0, -2.0)
+COLOURS = tuple(PALETTE)
+SECTION = "colour-pooling"
+
+
+def one_object_clips(n: int, num_frames: int = 16, size: int = 32) -> list[Clip]:
+    """The first n held-out world clips with a single object (EVAL_SEEDS order)."""
+    clips = [c for c in (world_clip(s, num_frames, size) for s in EVAL_SEEDS)
+             if len(c.scene.objects) == 1]
+    if len(clips) < n:
+        raise ValueError(f"only {len(clips)} one-object clips among the held-out seeds, "
+                         f"asked for {n}")
+    return clips[:n]
+
+
+def recoloured(clip: Clip) -> torch.Tensor:
+    """The clip re-rendered in each palette colour, shape and trajectory kept.
+    # (K, C, T, H, W) in [-1, 1], K = len(COLOURS)"""
+    obj = clip.scene.objects[0]
+    scenes = [dataclasses.replace(clip.scene, objects=(dataclasses.replace(obj, colour=c),))
+              for c in COLOURS]
+    return torch.stack([frames_to_tensor(render_clip(s, len(clip.frames))) for s in scenes])
+
+
+def frame_distances(x: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+    """||x_f - template_{k, f}||^2 summed over each frame f's pixels and channels, for x
+    (B, C, T, H, W) and templates (B, K, C, T, H, W).  # (B, K, T)"""
+    return (x[:, None] - templates).pow(2).sum(dim=(2, 4, 5))
+
+
+def decode_frames(x_hat: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+    """Each frame's colour: the index of the nearest template frame.  # (B, T)"""
+    return frame_distances(x_hat, templates).argmin(dim=1)
+
+
+def bayes_decisions(z: torch.Tensor, logsnr: float,
+                    templates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact posterior's most probable colour from z_t = alpha x + sigma eps when the clip is
+    one of `templates` (uniform prior): from each frame alone (B, T) and from all frames (B,).
+    The log-likelihood of colour k is -||z - alpha x_k||^2 / (2 sigma^2) (eq. 1)."""
+    alpha, sigma = alpha_sigma(torch.tensor(logsnr, dtype=torch.float64))
+    log_lik = -frame_distances(z.double(), alpha * templates.double()) / (2 * sigma ** 2)
+    return log_lik.argmax(dim=1), log_lik.sum(dim=2).argmax(dim=1)
+
+
+def agreement(decisions: torch.Tensor) -> torch.Tensor:
+    """Per clip, the share of frames that take the clip's most common decision.  # (B,)"""
+    counts = torch.stack([torch.bincount(d, minlength=len(COLOURS)) for d in decisions])
+    return counts.max(dim=1).values.double() / decisions.shape[1]
+
+
+@torch.no_grad()
+def pooling_table(models: dict[str, torch.nn.Module], clips: list[Clip],
+                  logsnrs=LOGSNRS) -> list[dict]:
+    """One row per level: Bayes per-frame and pooled accuracy, and per model the per-frame
+    accuracy of x_hat as independent images and as a video, with the video's agreement."""
+    x = torch.stack([frames_to_tensor(c.frames) for c in clips])  # (B, C, T, H, W)
+    templates = torch.stack([recoloured(c) for c in clips])  # (B, K, C, T, H, W)
+    truth = torch.tensor([COLOURS.index(c.scene.objects[0].colour) for c in clips])  # (B,)
+    b = x.shape[0]
+    rows = []
+    for i, logsnr in enumerate(logsnrs):
+        eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(i))
+        level = torch.full((b,), logsnr)
+        z = q_sample(x, level, eps)
+        per_frame, pooled = bayes_decisions(z, logsnr, templates)
+        row = {"logsnr": logsnr,
+               "bayes_frame": (per_frame == truth[:, None]).double().mean().item(),
+               "bayes_all": (pooled == truth).double().mean().item()}
+        for name, model in models.items():
+            for mode, n_video in (("images", torch.zeros(b, dtype=torch.long)), ("video", None)):
+                denoise = model_denoiser(model.eval(), num_video_frames=n_video)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    x_hat = denoise(z, level).float()
+                decisions = decode_frames(x_hat, templates)  # (B, T)
+                row[f"{name}/{mode}"] = (decisions == truth[:, None]).double().mean().item()
+                if mode == "video":
+                    row[f"{name}/agree"] = agreement(decisions).mean().item()
+        rows.append(row)
+    return rows
+
+
+def sampling_rows(pipe: VideoDiffusionPipeline, settings: list[tuple[str, int]], n: int,
+                  batch: int = 16) -> list[dict]:
+    """Unconditional samples (empty prompt, w = 0) per (sampler, steps), seeded per batch:
+    mean identity kept, share of clips kept in every frame, mean acceleration, objects found."""
+    rows = []
+    for sampler, steps in settings:
+        videos = []
+        for i in range(0, n, batch):
+            g = torch.Generator().manual_seed(i)
+            videos += pipe([""] * min(batch, n - i), num_inference_steps=steps,
+                           guidance_weight=0.0, sampler=sampler, generator=g).videos
+        kept = np.array([identity_kept(v) for v in videos])
+        found = np.isfinite(kept)
+        rows.append({"sampler": sampler, "steps": steps,
+                     "identity": float(np.nanmean(kept)),
+                     "whole": float(np.mean(kept[found] == 1.0)),
+                     "acceleration": float(np.nanmean([motion_stats(v)["acceleration"]
+                                                       for v in videos])),
+                     "found": float(found.mean())})
+    return rows
+
+
+def parse_samplers(text: str) -> list[tuple[str, int]]:
+    """"ancestral:24,pc:24" -> [("ancestral", 24), ("pc", 24)]."""
+    settings = []
+    for item in filter(None, text.split(",")):
+        name, _, steps = item.partition(":")
+        if not steps.isdigit() or int(steps) < 1:
+            raise SystemExit(f"--samplers: {item!r} is not sampler:steps (e.g. ancestral:24)")
+        settings.append((name, int(steps)))
+    return settings
+
+
+def markdown(names: list[str], rows: list[dict], samples: dict[str, list[dict]],
+             n_clips: int, n_samples: int, command: str, minutes: float) -> str:
+    head = ("| log-SNR | Bayes, one frame | Bayes, all frames | "
+            + " | ".join(f"{n}: images | {n}: video | {n}: agree" for n in names) + " |")
+    lines = [f"`{command}`: {n_clips} held-out one-object clips, fixed noise, empty prompt, "
+             "bf16. Cells: the share of frames whose colour is decoded right (agree: decoded "
+             "alike within the clip).", "", head,
+             "|" + "---|" * (3 + 3 * len(names))]
+    for r in rows:
+        cells = [f"{r['logsnr']:+.0f}", f"{r['bayes_frame']:.2f}", f"{r['bayes_all']:.2f}"]
+        for n in names:
+            cells += [f"{r[f'{n}/images']:.2f}", f"{r[f'{n}/video']:.2f}",
+                      f"{r[f'{n}/agree']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if samples:
+        lines += ["", f"Unconditional samples ({n_samples} per row, empty prompt, w = 0, one "
+                  "seed per batch of 16): identity kept (model card column), the share of "
+                  "clips that keep it in every frame, mean acceleration (px/frame^2) and the "
+                  "share of clips in which any object was tracked.", "",
+                  "| model | sampler | steps | identity kept | whole clip kept | accel. | "
+                  "objects found |", "|---|---|---|---|---|---|---|"]
+        for n, srows in samples.items():
+            lines += [f"| {n} | {s['sampler']} | {s['steps']} | {s['identity']:.2f} | "
+                      f"{s['whole']:.2f} | {s['acceleration']:.2f} | {s['found']:.2f} |"
+                      for s in srows]
+    lines += ["", f"Generated in {minutes:.0f} min."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", action="append", required=True,
+                        help="a model folder; repeat to compare models on the same z_t")
+    parser.add_argument("--clips", type=int, default=32)
+    parser.add_argument("--samplers", default="",
+                        help="sampler:steps list for the unconditional sampling table")
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "recipe.md"))
+    args = parser.parse_args(argv)
+    settings = parse_samplers(args.samplers)
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    pipes = {display_path(Path(m)): VideoDiffusionPipeline.from_pretrained(m)
+             for m in args.model}
+    size = {p.config.image_size for p in pipes.values()}
+    if len(size) != 1:
+        raise SystemExit(f"--model: the models differ in frame size ({sorted(size)})")
+    clips = one_object_clips(args.clips, 16, size.pop())
+    rows = pooling_table({n: p.model for n, p in pipes.items()}, clips)
+    samples = {n: sampling_rows(p, settings, args.samples)
+               for n, p in tqdm(pipes.items(), desc="unconditional samples", disable=not settings)
+               } if settings else {}
+    command = ("scripts/colour_pooling.py " + " ".join(f"--model {m}" for m in args.model)
+               + f" --clips {args.clips}"
+               + (f" --samplers {args.samplers} --samples {args.samples}" if settings else ""))
+    section = "## Where unconditional samples lose identity\n\n" + markdown(
+        list(pipes), rows, samples, args.clips, args.samples, command, (time.time() - t0) / 60)
+    write_section(Path(args.out), section, SECTION)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
