@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from report.common import ROOT, display_path, write_section
+from report.stats import t_interval
 from vdm_core.data import EVAL_SEEDS, PALETTE, Clip, render_clip, world_clip
 from vdm_core.diffusion import model_denoiser
 from vdm_core.metrics import identity_kept, motion_stats
@@ -124,7 +125,8 @@ def pooling_table(models: dict[str, torch.nn.Module], clips: list[Clip],
 def sampling_rows(pipe: VideoDiffusionPipeline, settings: list[tuple[str, int]], n: int,
                   batch: int = 16) -> list[dict]:
     """Unconditional samples (empty prompt, w = 0) per (sampler, steps), seeded per batch:
-    mean identity kept, share of clips kept in every frame, mean acceleration, objects found."""
+    identity kept per clip (nan where no object is tracked), share of clips kept in every
+    frame, mean acceleration, share of clips with an object tracked."""
     rows = []
     for sampler, steps in settings:
         videos = []
@@ -135,7 +137,7 @@ def sampling_rows(pipe: VideoDiffusionPipeline, settings: list[tuple[str, int]],
         kept = np.array([identity_kept(v) for v in videos])
         found = np.isfinite(kept)
         rows.append({"sampler": sampler, "steps": steps,
-                     "identity": float(np.nanmean(kept)),
+                     "identity": kept,
                      "whole": float(np.mean(kept[found] == 1.0)),
                      "acceleration": float(np.nanmean([motion_stats(v)["acceleration"]
                                                        for v in videos])),
@@ -172,13 +174,19 @@ def markdown(names: list[str], rows: list[dict], samples: dict[str, list[dict]],
         lines += ["", f"Unconditional samples ({n_samples} per row, empty prompt, w = 0, one "
                   "seed per batch of 16): identity kept (model card column), the share of "
                   "clips that keep it in every frame, mean acceleration (px/frame^2) and the "
-                  "share of clips in which any object was tracked.", "",
-                  "| model | sampler | steps | identity kept | whole clip kept | accel. | "
-                  "objects found |", "|---|---|---|---|---|---|---|"]
+                  "share of clips in which any object was tracked. Every model samples from the "
+                  "same initial noise, so the last column pairs its identity kept with the first "
+                  "model's clip by clip (mean and 95% t-interval).", "",
+                  "| model | sampler | steps | identity kept [95%] | whole clip kept | accel. | "
+                  "objects found | identity kept minus the first model's |",
+                  "|---|---|---|---|---|---|---|---|"]
+        first = next(iter(samples.values()))
         for n, srows in samples.items():
-            lines += [f"| {n} | {s['sampler']} | {s['steps']} | {s['identity']:.2f} | "
-                      f"{s['whole']:.2f} | {s['acceleration']:.2f} | {s['found']:.2f} |"
-                      for s in srows]
+            lines += [f"| {n} | {s['sampler']} | {s['steps']} | "
+                      f"{t_interval(s['identity']).text(2)} | {s['whole']:.2f} | "
+                      f"{s['acceleration']:.2f} | {s['found']:.2f} | "
+                      f"{t_interval(s['identity'] - f['identity']).text(2)} |"
+                      for s, f in zip(srows, first, strict=True)]
     lines += ["", f"Generated in {minutes:.0f} min."]
     return "\n".join(lines)
 
