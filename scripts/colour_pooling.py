@@ -24,6 +24,7 @@ frame, and the mean acceleration (model card columns).
 
 import argparse
 import dataclasses
+import shlex
 import time
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from vdm_core.video_io import frames_to_tensor
 LOGSNRS = (-8.0, -6.0, -5.0, -4.0, -3.0, -2.0)
 COLOURS = tuple(PALETTE)
 SECTION = "colour-pooling"
+TITLE = "Where unconditional samples lose identity"
 
 
 def one_object_clips(n: int, num_frames: int = 16, size: int = 32) -> list[Clip]:
@@ -201,6 +203,8 @@ def main(argv=None) -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "docs" / "recipe.md"))
+    parser.add_argument("--section", default=SECTION, help="the markers' name in --out")
+    parser.add_argument("--title", default=TITLE, help="the section's heading")
     args = parser.parse_args(argv)
     settings = parse_samplers(args.samplers)
     torch.set_num_threads(args.threads)
@@ -217,10 +221,12 @@ def main(argv=None) -> None:
                } if settings else {}
     command = ("scripts/colour_pooling.py " + " ".join(f"--model {m}" for m in args.model)
                + f" --clips {args.clips}"
-               + (f" --samplers {args.samplers} --samples {args.samples}" if settings else ""))
-    section = "## Where unconditional samples lose identity\n\n" + markdown(
+               + (f" --samplers {args.samplers} --samples {args.samples}" if settings else "")
+               + (f" --section {args.section}" if args.section != SECTION else "")
+               + (f" --title {shlex.quote(args.title)}" if args.title != TITLE else ""))
+    section = f"## {args.title}\n\n" + markdown(
         list(pipes), rows, samples, args.clips, args.samples, command, (time.time() - t0) / 60)
-    write_section(Path(args.out), section, SECTION)
+    write_section(Path(args.out), section, args.section)
     print(section)
 
 

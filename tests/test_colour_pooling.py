@@ -85,6 +85,11 @@ def test_table_separates_video_from_images_and_lands_between_markers(script, tmp
     assert text.startswith("# Doc\n\nkept text\n")
     assert text.count("<!-- colour-pooling:start -->") == 1
     assert text.count("| -8 |") == 1 and "| ancestral | 2 |" in text
+    script.main(args + ["--section", "arms", "--title", "The arms, side by side"])
+    text = out.read_text()
+    assert text.count("| -8 |") == 2 and text.index("colour-pooling:end") < text.index("arms:start")
+    assert "## The arms, side by side" in text
+    assert "--section arms --title 'The arms, side by side'`" in text
 
 
 def test_video_mode_mixes_frames_and_image_mode_does_not(script, randomized_unet):
