@@ -19,7 +19,9 @@ colour whose re-rendered clip (same shape, same trajectory) lies nearest:
   frames decoded to the clip's most common answer (1 for an ideal denoiser).
 With --samplers, each model also samples unconditional clips (empty prompt, w = 0) per
 sampler:steps and reports `metrics.identity_kept`, the share of clips that keep it in every
-frame, and the mean acceleration (model card columns).
+frame, and the mean acceleration (model card columns). With two models, --switch-at L also
+samples with each model denoising the inputs from log-SNR L up and the other those below L: if
+what a model keeps moves with its low-SNR half, that band is where identity is decided.
 """
 
 import argparse
@@ -38,8 +40,9 @@ from vdm_core.data import EVAL_SEEDS, PALETTE, Clip, render_clip, world_clip
 from vdm_core.diffusion import model_denoiser
 from vdm_core.metrics import identity_kept, motion_stats
 from vdm_core.pipeline import VideoDiffusionPipeline
+from vdm_core.samplers import sample
 from vdm_core.schedule import alpha_sigma, q_sample
-from vdm_core.video_io import frames_to_tensor
+from vdm_core.video_io import frames_to_tensor, tensor_to_frames
 
 LOGSNRS = (-8.0, -6.0, -5.0, -4.0, -3.0, -2.0)
 COLOURS = tuple(PALETTE)
@@ -124,27 +127,60 @@ def pooling_table(models: dict[str, torch.nn.Module], clips: list[Clip],
     return rows
 
 
-def sampling_rows(pipe: VideoDiffusionPipeline, settings: list[tuple[str, int]], n: int,
-                  batch: int = 16) -> list[dict]:
-    """Unconditional samples (empty prompt, w = 0) per (sampler, steps), seeded per batch:
-    identity kept per clip (nan where no object is tracked), share of clips kept in every
-    frame, mean acceleration, share of clips with an object tracked."""
-    rows = []
-    for sampler, steps in settings:
-        videos = []
-        for i in range(0, n, batch):
-            g = torch.Generator().manual_seed(i)
-            videos += pipe([""] * min(batch, n - i), num_inference_steps=steps,
-                           guidance_weight=0.0, sampler=sampler, generator=g).videos
-        kept = np.array([identity_kept(v) for v in videos])
-        found = np.isfinite(kept)
-        rows.append({"sampler": sampler, "steps": steps,
-                     "identity": kept,
-                     "whole": float(np.mean(kept[found] == 1.0)),
-                     "acceleration": float(np.nanmean([motion_stats(v)["acceleration"]
-                                                       for v in videos])),
-                     "found": float(found.mean())})
-    return rows
+def switched(high, low, logsnr_switch: float):
+    """A denoiser that is `low` for inputs below log-SNR `logsnr_switch` and `high` from it up:
+    which noise levels decide what a sample keeps (a sampler step's levels are one per batch)."""
+
+    def denoise(z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
+        level = float(torch.as_tensor(logsnr).reshape(-1)[0])
+        return (low if level < logsnr_switch else high)(z, logsnr)
+
+    return denoise
+
+
+def unconditional_videos(high: VideoDiffusionPipeline, low: VideoDiffusionPipeline | None,
+                         logsnr_switch: float, sampler: str, steps: int, n: int,
+                         batch: int = 16) -> list[np.ndarray]:
+    """n unconditional 16-frame samples (empty prompt, w = 0), seeded per batch of `batch` as
+    `pipe(...)` seeds them (the same videos when low is None); with `low`, that model denoises
+    the inputs below log-SNR logsnr_switch."""
+    videos = []
+    for i in range(0, n, batch):
+        b = min(batch, n - i)
+        g = torch.Generator().manual_seed(i)
+        z = high.initial_noise(b, high.config.num_frames, g)  # (B, C, T, H, W)
+        denoise = high.denoiser([""] * b)
+        if low is not None:
+            denoise = switched(denoise, low.denoiser([""] * b), logsnr_switch)
+        x = sample(sampler, denoise, z, steps, generator=g).clamp(-1, 1).cpu()
+        videos += [tensor_to_frames(v) for v in x]
+    return videos
+
+
+def sampling_row(videos: list[np.ndarray], sampler: str, steps: int) -> dict:
+    """Identity kept per clip (nan where no object is tracked), the share of clips kept in every
+    frame, mean acceleration and the share of clips with an object tracked."""
+    kept = np.array([identity_kept(v) for v in videos])
+    found = np.isfinite(kept)
+    return {"sampler": sampler, "steps": steps, "identity": kept,
+            "whole": float(np.mean(kept[found] == 1.0)),
+            "acceleration": float(np.nanmean([motion_stats(v)["acceleration"] for v in videos])),
+            "found": float(found.mean())}
+
+
+def sampling_table(pipes: dict[str, VideoDiffusionPipeline], settings: list[tuple[str, int]],
+                   n: int, logsnr_switch: float | None) -> dict[str, list[dict]]:
+    """{label: one sampling_row per setting}: each model alone and, with logsnr_switch and two
+    models, each of the two above the switch with the other below it."""
+    runs = {name: (pipe, None) for name, pipe in pipes.items()}
+    if logsnr_switch is not None:
+        (a, pa), (b, pb) = pipes.items()
+        runs[f"{a} above {logsnr_switch:g}, {b} below"] = (pa, pb)
+        runs[f"{b} above {logsnr_switch:g}, {a} below"] = (pb, pa)
+    return {label: [sampling_row(unconditional_videos(high, low, logsnr_switch or 0.0, sampler,
+                                                      steps, n), sampler, steps)
+                    for sampler, steps in settings]
+            for label, (high, low) in tqdm(runs.items(), desc="unconditional samples")}
 
 
 def parse_samplers(text: str) -> list[tuple[str, int]]:
@@ -201,12 +237,17 @@ def main(argv=None) -> None:
     parser.add_argument("--samplers", default="",
                         help="sampler:steps list for the unconditional sampling table")
     parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--switch-at", type=float, default=None,
+                        help="with two models and --samplers: also sample with each model above "
+                             "this log-SNR and the other below it")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "docs" / "recipe.md"))
     parser.add_argument("--section", default=SECTION, help="the markers' name in --out")
     parser.add_argument("--title", default=TITLE, help="the section's heading")
     args = parser.parse_args(argv)
     settings = parse_samplers(args.samplers)
+    if args.switch_at is not None and (len(args.model) != 2 or not settings):
+        raise SystemExit("--switch-at needs exactly two --model folders and --samplers")
     torch.set_num_threads(args.threads)
     t0 = time.time()
     pipes = {display_path(Path(m)): VideoDiffusionPipeline.from_pretrained(m)
@@ -216,12 +257,11 @@ def main(argv=None) -> None:
         raise SystemExit(f"--model: the models differ in frame size ({sorted(size)})")
     clips = one_object_clips(args.clips, 16, size.pop())
     rows = pooling_table({n: p.model for n, p in pipes.items()}, clips)
-    samples = {n: sampling_rows(p, settings, args.samples)
-               for n, p in tqdm(pipes.items(), desc="unconditional samples", disable=not settings)
-               } if settings else {}
+    samples = sampling_table(pipes, settings, args.samples, args.switch_at) if settings else {}
     command = ("scripts/colour_pooling.py " + " ".join(f"--model {m}" for m in args.model)
                + f" --clips {args.clips}"
                + (f" --samplers {args.samplers} --samples {args.samples}" if settings else "")
+               + (f" --switch-at {args.switch_at:g}" if args.switch_at is not None else "")
                + (f" --section {args.section}" if args.section != SECTION else "")
                + (f" --title {shlex.quote(args.title)}" if args.title != TITLE else ""))
     section = f"## {args.title}\n\n" + markdown(

@@ -113,3 +113,33 @@ def test_bad_sampler_list_is_a_clear_exit(script):
     assert script.parse_samplers("ancestral:24,pc:8") == [("ancestral", 24), ("pc", 8)]
     with pytest.raises(SystemExit, match="'ddim' is not sampler:steps"):
         script.parse_samplers("ancestral:24,ddim")
+
+
+def test_switched_sampling_uses_each_model_on_its_side_of_the_switch(script):
+    """Alone, a model's samples are exactly the pipeline's for the same seed; switched at a level
+    below every step's input the first model does all the work, above every one the second."""
+    import copy
+
+    from conftest import tiny_pipeline
+
+    with tiny_pipeline() as first:
+        second = copy.deepcopy(first)
+        with torch.no_grad():
+            second.model.conv_out.weight.add_(0.05)
+        alone = script.unconditional_videos(first, None, 0.0, "ancestral", 3, 2)
+        piped = first([""] * 2, num_inference_steps=3, guidance_weight=0.0,
+                      generator=torch.Generator().manual_seed(0)).videos
+        assert all((a == p).all() for a, p in zip(alone, piped, strict=True))
+        other = script.unconditional_videos(second, None, 0.0, "ancestral", 3, 2)
+        assert any((a != o).any() for a, o in zip(alone, other, strict=True))
+        for switch, expected in ((-100.0, alone), (100.0, other)):
+            mixed = script.unconditional_videos(first, second, switch, "ancestral", 3, 2)
+            assert all((m == e).all() for m, e in zip(mixed, expected, strict=True)), switch
+        middle = script.unconditional_videos(first, second, 0.0, "ancestral", 3, 2)
+        assert all(any((m != e).any() for m, e in zip(middle, ref, strict=True))
+                   for ref in (alone, other))
+
+
+def test_switch_needs_two_models(script, tmp_path):
+    with pytest.raises(SystemExit, match="exactly two --model"):
+        script.main(["--model", str(tmp_path), "--samplers", "ancestral:2", "--switch-at", "-4"])
