@@ -340,10 +340,11 @@ class UNet3D(nn.Module):
             h = self._run_stage(stage, h, emb, odd_emb, allowed, t)
             hs.append(h)
         h = self.mid[2](self.mid[1](self.mid[0](h, emb), allowed, t, odd_emb), emb)
-        h = self._up(h, hs, emb, odd_emb, allowed, t, 0, self.tail_start)
+        for stage in self.up[:self.tail_start]:
+            h = self._run_stage(stage, self._with_skip(stage, h, hs), emb, odd_emb, allowed, t)
         frames = _BACKPROP_FRAMES.get()
         if frames is None or not torch.is_grad_enabled():
-            out = self._up(h, hs, emb, None, None, t, self.tail_start, None)
+            out = self._tail(h, hs, emb)
         else:
             out = self._tail_for_frames(h, hs, emb, t, frames)
         return out.view(b, t, *out.shape[1:]).transpose(1, 2)  # (B, C, T, H, W)
@@ -359,16 +360,20 @@ class UNet3D(nn.Module):
             h = block(h, allowed, t, odd_emb)
         return h
 
-    def _up(self, h, hs: list, emb, odd_emb, allowed, t: int, start: int, stop: int | None):
-        """self.up[start:stop] on frame-major h, popping skips from hs; with stop=None, also the
-        output layers.  # (B T, C, H, W)"""
-        for stage in self.up[start:stop]:
-            if isinstance(stage, nn.ModuleList):
-                h = torch.cat([h, hs.pop()], dim=1)
-            h = self._run_stage(stage, h, emb, odd_emb, allowed, t)
-        if stop is None:
-            h = self.conv_out(F.silu(self.norm_out(h)))
-        return h
+    @staticmethod
+    def _with_skip(stage: nn.Module, h, hs: list) -> torch.Tensor:
+        """h with the last skip connection of hs (popped) concatenated on channels, for a
+        ResBlock stage of self.up; h itself for a resampler.  # (B T, C, H, W)"""
+        return torch.cat([h, hs.pop()], dim=1) if isinstance(stage, nn.ModuleList) else h
+
+    def _tail(self, h, hs: list, emb) -> torch.Tensor:
+        """self.up[self.tail_start:] and the output layers on frame-major h, popping skips from
+        hs. These stages are lone ResBlocks and resamplers (no attention), so each frame is
+        computed alone from h, its skips and emb (B T, E).  # (B T, C_out, H, W)"""
+        for stage in self.up[self.tail_start:]:
+            h = self._with_skip(stage, h, hs)
+            h = stage[0](h, emb) if isinstance(stage, nn.ModuleList) else stage(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
 
     def _tail_for_frames(self, h, hs: list, emb, t: int, frames: tuple[int, ...]):
         """The per-frame tail (self.up[self.tail_start:] and the output layers) with autograd
@@ -378,12 +383,12 @@ class UNet3D(nn.Module):
         keep[list(frames)] = True
         rows = keep.repeat(h.shape[0] // t)  # (B T,)
         if rows.all():
-            return self._up(h, hs, emb, None, None, t, self.tail_start, None)
+            return self._tail(h, hs, emb)
         tracked, untracked = rows.nonzero()[:, 0], (~rows).nonzero()[:, 0]
 
         def tail(sel: torch.Tensor) -> torch.Tensor:
             skips = [skip[sel] for skip in hs]
-            return self._up(h[sel], skips, emb[sel], None, None, t, self.tail_start, None)
+            return self._tail(h[sel], skips, emb[sel])
 
         with torch.no_grad():
             out_untracked = tail(untracked)
