@@ -45,6 +45,7 @@ def frameskip_use(model: UNet3D, n: int, right: dict[str, np.ndarray]) -> str:
 
 
 DEFAULT_BASELINE = ROOT / "assets" / "model"
+DEFAULT_OUT = ROOT / "docs" / "ship_check.md"
 
 
 def steps_of(path: Path) -> int:
@@ -55,7 +56,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("candidate", type=Path)
     parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "ship_check.md")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clips", type=int, default=len(HELD_OUT), help="held-out clips")
     args = parser.parse_args(argv)
@@ -97,6 +98,8 @@ def main(argv=None) -> None:
         command += f" --baseline {display_path(args.baseline)}"
     if args.clips != len(HELD_OUT):
         command += f" --clips {args.clips}"
+    if args.out.resolve() != DEFAULT_OUT.resolve():
+        command += f" --out {display_path(args.out)}"
     lines += ["", f"Generated in {(time.time() - t0) / 60:.0f} min by `nice -n 5 .venv/bin/python "
               f"{command}`.", ""]
     args.out.write_text("\n".join(lines))
