@@ -5,7 +5,6 @@
 
 import argparse
 import platform
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from report import (
     super_resolution,
     table4,
 )
-from report.common import DOCS, QUICK, Settings, display_path, write_section
+from report.common import DOCS, QUICK, Settings, command_line, display_path, write_section
 from vdm_core.outputs import MAX_FRAMES
 from vdm_core.pipeline import DEFAULT_MODEL, VideoDiffusionPipeline
 from vdm_core.records import training_phases
@@ -115,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             window < settings.frames <= MAX_FRAMES):
         raise ValueError(f"--samples and --steps must be >= 1 and --frames in [{window + 1}, "
                          f"{MAX_FRAMES}]")
-    command = " ".join(["python -m report", *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("python -m report", argv)
     text = build(pipe, settings, args.model, args.quick, command, args.keyframe_model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.update:

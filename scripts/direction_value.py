@@ -23,7 +23,6 @@ left" to "moving right", and how much each model's x_hat moves with noise that s
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from report.common import ROOT, display_path, write_section
+from report.common import ROOT, command_line, display_path, write_section
 from report.stats import t_interval
 from vdm_core.data import DIRECTIONS, Scene, place_object, render_at, sample_radius
 from vdm_core.diffusion import model_denoiser
@@ -279,8 +278,7 @@ def main(argv=None) -> None:
     start = time.time()
     videos, directions = hypotheses(args.shape, args.colour, args.clips, args.num_frames,
                                     args.size, args.seed)
-    command = " ".join(["nice -n 5 .venv/bin/python scripts/direction_value.py",
-                        *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("nice -n 5 .venv/bin/python scripts/direction_value.py", argv)
     setup = (f"The world's one-object clips of \"a {args.colour} {args.shape} moving ...\" "
              f"({args.num_frames} frames of {args.size}x{args.size}; start, speed and radius "
              f"drawn as the world draws them, 8 directions): {len(videos):,} equally likely "
