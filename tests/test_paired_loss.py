@@ -28,6 +28,7 @@ def test_bins_pair_the_common_steps_with_a_t_interval(tmp_path):
     text = out.read_text()
     assert text.startswith("# Recipe\n") and "## Slow against fast" in text
     assert f"`scripts/paired_loss.py --run slow={tmp_path / 'a'}" in text
+    assert "--title 'Slow against fast'`" in text  # quoted: the line runs as it stands
     rows = [line for line in text.splitlines() if line.startswith("| 1-30") or
             line.startswith("| 31-40")]
     half = 4.303 * 0.1 / math.sqrt(3)  # t_{0.975, 2} s / sqrt(n), s = 0.1
