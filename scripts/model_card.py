@@ -28,6 +28,7 @@ from vdm_core.defaults import APP_DEFAULTS, default_config
 from vdm_core.detect import caption_match, validate_detector
 from vdm_core.metrics import (
     DIRECTION_SPAN,
+    MISSING_PX,
     direction_cosines,
     direction_shares,
     identity_kept,
@@ -44,7 +45,6 @@ CAPTION_SEEDS = EVAL_SEEDS[128:]  # a block of held-out seeds no other report us
 MOTION_KEYS = ("acceleration", "presence", "area_cv", "shape_consistency", "identity_kept")
 PREDICTION_SEEDS = EVAL_SEEDS[-16:]  # the diagnosis's prediction clips (docs/recipe.md) and more
 GIVEN, PREDICTED = 4, 12  # prediction from 4 given frames over the next 12 (issue #14's bar)
-MISSING_PX = 16.0  # error of an object not found in a predicted frame: half the frame's side
 PHASE_FLAGS = ("steps", "batch_size", "lr", "weighting", "init_from", "workers")  # the recipe
 CHANGED_FLAGS = ("cond_drop", "image_frames", "frameskips", "window_start_max")  # if not default
 

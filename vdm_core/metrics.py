@@ -157,6 +157,9 @@ def _nearest(frame: list[Detection], colour: str, x: float, y: float,
     return min(gaps) if gaps else float("nan")
 
 
+MISSING_PX = 16.0  # error of an object not found in a predicted frame: half the frame's side
+
+
 def trajectory_error(
     frames: np.ndarray,
     true_positions: np.ndarray,
