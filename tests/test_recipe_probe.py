@@ -26,8 +26,8 @@ def test_diagnosis_writes_the_denoising_and_prediction_tables(tmp_path, randomiz
                                          "constant velocity") if k != "1" or m[0] != "c"]
     for k, method, *_, found_only, scored, found in rows:
         if method != "reconstruction guidance":
-            # the baselines redraw every object, so no object is missing: scoring a missing
-            # object cannot change their error, and every generated frame finds one
+            # the baselines redraw the given objects, which stay inside these two clips'
+            # frames: no object is missing, so scoring a missing one cannot change their error
             assert found == "1.00", (k, method)
             assert scored == found_only, (k, method)
     # the world moves at constant velocity between bounces: the physics baseline from 8 given
