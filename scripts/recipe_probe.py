@@ -34,8 +34,15 @@ from report.stats import t_interval
 from vdm_core.baselines import constant_velocity, hold_nearest
 from vdm_core.conditional import predict
 from vdm_core.data import EVAL_SEEDS, frames_to_tensor, world_clip
-from vdm_core.defaults import default_config
-from vdm_core.metrics import MISSING_PX, trajectory_error
+from vdm_core.defaults import DEFAULT_W_R, default_config
+from vdm_core.metrics import (
+    DIRECTION_SPAN,
+    MISSING_PX,
+    describe_clip,
+    direction_shares,
+    motion_against_truth,
+    trajectory_error,
+)
 from vdm_core.pipeline import VideoDiffusionPipeline
 from vdm_core.records import training_phases
 from vdm_core.text import get_text_encoder
@@ -51,6 +58,7 @@ RECIPES = (  # (parameterization, weighting): the shipped recipe first
 HELD_OUT = EVAL_SEEDS[:32]
 COMMAND = "nice -n 5 .venv/bin/python scripts/recipe_probe.py"
 START = "<!-- diagnosis:start -->"
+CAUSE_K = 4  # given frames of the prediction that issue #14 measures
 
 
 def diagnosis(model_dir: Path, samples: int, steps: int) -> str:
@@ -75,8 +83,22 @@ def diagnosis(model_dir: Path, samples: int, steps: int) -> str:
              f"{len(HELD_OUT)} held-out clips, bf16, fixed noise:", "",
              f"| text | mean | {header} |", f"|---|---|{'---|' * len(LOGSNRS)}", *rows, ""]
     lines += prediction_rows(pipe, samples, steps)
+    lines += prediction_causes(pipe, samples, steps)
     lines += [f"Generated in {(time.time() - t0) / 60:.0f} min.", ""]
     return "\n".join(lines)
+
+
+def errors(videos, clips, k: int) -> tuple[np.ndarray, list[str]]:
+    """Sharp trajectory errors of the generated frames (n, 16 - k), and the cells 'found only',
+    'scored' and 'found' of the prediction tables (see `prediction_rows`)."""
+    err = np.array([trajectory_error(v, c.positions, c.scene, sharp=True)[k:]
+                    for v, c in zip(videos, clips, strict=True)])  # (n, 16 - k)
+    scored = [np.mean(trajectory_error(v, c.positions, c.scene, missing=MISSING_PX,
+                                       sharp=True)[k:])
+              for v, c in zip(videos, clips, strict=True)]
+    found_only = t_interval([np.nanmean(e) if np.isfinite(e).any() else np.nan for e in err])
+    return err, [found_only.text(samples=len(clips)), t_interval(scored).text(),
+                 f"{np.isfinite(err).mean():.2f}"]
 
 
 def prediction_rows(pipe: VideoDiffusionPipeline, samples: int, steps: int) -> list[str]:
@@ -92,7 +114,8 @@ def prediction_rows(pipe: VideoDiffusionPipeline, samples: int, steps: int) -> l
              "then over all generated frames per clip (mean and 95% t-interval over clips): "
              f"'found only' leaves an object not found out, 'scored' counts it as {MISSING_PX:g} "
              "px (the model card's measure, which losing an object cannot improve). Found: the "
-             "share of generated frames in which some object is detected sharp.", "",
+             "share of generated frames in which at least one of the clip's objects is detected "
+             "sharp in its colour and shape.", "",
              "| k | method | " + " | ".join(f"+{h} (n)" for h in horizons)
              + " | found only | scored | found |",
              "|---|---|" + "---|" * (len(horizons) + 3)]
@@ -105,19 +128,46 @@ def prediction_rows(pipe: VideoDiffusionPipeline, samples: int, steps: int) -> l
         if k >= 2:
             videos["constant velocity"] = [constant_velocity(c.frames[:k], 16) for c in clips]
         for name, vids in videos.items():
-            err = np.array([trajectory_error(v, c.positions, c.scene, sharp=True)[k:]
-                            for v, c in zip(vids, clips, strict=True)])  # (n, 16 - k)
-            scored = [np.mean(trajectory_error(v, c.positions, c.scene, missing=MISSING_PX,
-                                               sharp=True)[k:])
-                      for v, c in zip(vids, clips, strict=True)]
-            cells = [f"{np.nanmean(err[:, h - 1]):.2f} ({np.isfinite(err[:, h - 1]).sum()})"
-                     if h <= err.shape[1] and np.isfinite(err[:, h - 1]).any() else "-"
-                     for h in horizons]
-            found_only = t_interval([np.nanmean(e) if np.isfinite(e).any() else np.nan
-                                     for e in err])
-            lines.append(f"| {k} | {name} | " + " | ".join(cells)
-                         + f" | {found_only.text(samples=samples)} | {t_interval(scored).text()}"
-                         f" | {np.isfinite(err).mean():.2f} |")
+            err, cells = errors(vids, clips, k)
+            at = [f"{np.nanmean(err[:, h - 1]):.2f} ({np.isfinite(err[:, h - 1]).sum()})"
+                  if h <= err.shape[1] and np.isfinite(err[:, h - 1]).any() else "-"
+                  for h in horizons]
+            lines.append(f"| {k} | {name} | " + " | ".join(at + cells) + " |")
+        print(lines[-1], flush=True)
+    return lines + [""]
+
+
+def prediction_causes(pipe: VideoDiffusionPipeline, samples: int, steps: int) -> list[str]:
+    """Prediction from CAUSE_K frames split into identity and motion: the error with and without
+    objects not found, and the predicted motion's direction and speed, against the guidance
+    weight w_r and the prompt (empty, or the caption read back from the given frames)."""
+    k = CAUSE_K
+    clips = [world_clip(seed, 16) for seed in EVAL_SEEDS[-samples:]]
+    given = torch.stack([frames_to_tensor(c.frames[:k]) for c in clips])
+    read_back = [describe_clip(c.frames[:k]) for c in clips]
+    span = (k - 1, k - 1 + DIRECTION_SPAN)
+    lines = [f"Where the error of prediction from {k} frames lives (the same clips and noise; "
+             f"{steps} ancestral steps, w = 0; columns as above). Motion of each captioned "
+             f"object from frame {span[0]} to {span[1]} against its true velocity at frame "
+             f"{span[0]}: the share of measured objects moving the true way and the opposite "
+             "way (|cosine| >= 0.7), and the median of its speed over the true speed. The "
+             "caption row prompts with `metrics.describe_clip` of the given frames (what the "
+             "app fills in for an upload).", "",
+             "| prompt | w_r | found only | scored | found | right way | opposite way "
+             "| speed ratio |", "|---|---|---|---|---|---|---|---|"]
+    for prompt, w_r in (("", DEFAULT_W_R / 4), ("", DEFAULT_W_R), ("", DEFAULT_W_R * 4),
+                        ("read back", DEFAULT_W_R)):
+        config = default_config("predict", steps=steps, w=0.0, w_r=w_r)
+        out = predict(pipe, given, k, 16, prompt=read_back if prompt else "",
+                      config=config.seeded(0))
+        _, cells = errors(out.videos, clips, k)
+        motion = [motion_against_truth(v, c.scene, *span) for v, c in zip(out.videos, clips,
+                                                                            strict=True)]
+        shares = direction_shares(np.concatenate([m[0] for m in motion]))
+        ratio = np.nanmedian(np.concatenate([m[1] for m in motion]))
+        label = f"**{w_r:g}** (default)" if w_r == DEFAULT_W_R else f"{w_r:g}"
+        lines.append(f"| {prompt or 'empty'} | {label} | " + " | ".join(cells)
+                     + f" | {shares['right']:.2f} | {shares['opposite']:.2f} | {ratio:.2f} |")
         print(lines[-1], flush=True)
     return lines + [""]
 

@@ -19,6 +19,7 @@ from vdm_core.metrics import (
     ghost_rate,
     identity_kept,
     lowres_mse,
+    motion_against_truth,
     motion_stats,
     persistence,
     psnr,
@@ -193,6 +194,14 @@ def test_direction_cosines_tell_forward_from_backward_motion():
         np.testing.assert_array_less(direction_cosines(c.frames[2:], backward, 0, 4), -0.95)
         still = np.repeat(c.frames[:1], 8, axis=0)  # objects that do not move have no direction
         assert np.isnan(direction_cosines(still, c.scene, 2, 6)).all()
+        # ... and no speed; the true frames move at the scene's speed, and over the same span
+        # with every other frame dropped, at twice it
+        _, ratios = motion_against_truth(c.frames, c.scene, 2, 6)
+        np.testing.assert_allclose(ratios, 1.0, atol=0.1)
+        np.testing.assert_allclose(motion_against_truth(c.frames[2::2], at_2, 0, 2)[1], 2.0,
+                                   atol=0.2)
+        np.testing.assert_allclose(motion_against_truth(still, c.scene, 2, 6)[1], 0.0,
+                                   atol=0.05)
     with pytest.raises(ValueError, match="first < last"):
         direction_cosines(clips[0].frames, clips[0].scene, 6, 6)
 

@@ -18,8 +18,9 @@ def test_diagnosis_writes_the_denoising_and_prediction_tables(tmp_path, randomiz
     text = out.read_text()
     assert text.startswith("# Recipe\n") and "<!-- diagnosis:end -->" in text
     assert f"--diagnose {model} --samples 2 --steps 1" in text
-    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
-            if line.startswith("| ") and line.split("|")[1].strip() in "1248"]
+    table = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
+             if line.startswith("| ")]
+    rows = [r for r in table if r[0] in "1248"]
     # k = 1 has no velocity to extrapolate; every k has the model and the held frame
     assert [(r[0], r[1]) for r in rows] == [
         (k, m) for k in "1248" for m in ("reconstruction guidance", "hold last frame",
@@ -35,3 +36,15 @@ def test_diagnosis_writes_the_denoising_and_prediction_tables(tmp_path, randomiz
     held = next(r for r in rows if r[:2] == ["8", "hold last frame"])
     physics = next(r for r in rows if r[:2] == ["8", "constant velocity"])
     assert float(physics[-2].split()[0]) < float(held[-2].split()[0])
+    # the split of the 4-frame prediction: w_r around the library's default, then the caption
+    # read back from the given frames; 'found only' has no value where nothing was found, the
+    # scored error always has one, and the shares and the speed ratio are numbers (nan: none)
+    causes = [r for r in table if r[0] in ("empty", "read back")]
+    assert [(r[0], r[1]) for r in causes] == [("empty", "5"), ("empty", "**20** (default)"),
+                                              ("empty", "80"), ("read back", "**20** (default)")]
+    for row in causes:
+        assert len(row) == 8
+        assert row[2] == "n/a" or float(row[2].split()[0]) >= 0
+        assert float(row[3].split()[0]) >= 0
+        assert 0 <= float(row[4]) <= 1
+        [float(cell) for cell in row[5:]]

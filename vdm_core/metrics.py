@@ -347,32 +347,43 @@ def identity_kept(frames: np.ndarray) -> float:
 MIN_SHIFT = 0.5  # px: a smaller displacement has no direction worth scoring
 
 
-def direction_cosines(frames: np.ndarray, scene: Scene, first: int, last: int) -> np.ndarray:
+def motion_against_truth(frames: np.ndarray, scene: Scene, first: int,
+                         last: int) -> tuple[np.ndarray, np.ndarray]:
     """Per object of `scene`, in order: the cosine between its detected displacement from frame
-    `first` to frame `last` and its true velocity at `first` (after any bounce before it), (n,).
+    `first` to frame `last` and its true velocity at `first` (after any bounce before it), and
+    the displacement's length over the true speed times `last - first` (the speed ratio), each
+    (n,).
 
-    1: the object moves the way the scene (its caption, or the frames before `first`) says; -1:
-    the opposite way. nan where the object's colour is not detected in both frames or it moved
-    less than MIN_SHIFT px. Keep `last - first` short: a wall bounce in between turns a correct
-    motion away from the velocity at `first`.
+    Cosine 1: the object moves the way the scene (its caption, or the frames before `first`)
+    says; -1: the opposite way. Speed ratio 1: it moves as fast as the scene says; 0: it stands
+    still. Both nan where the object's colour is not detected in both frames; the cosine also
+    where it moved less than MIN_SHIFT px. Keep `last - first` short: a wall bounce in between
+    turns a correct motion away from the velocity at `first`.
     """
     _check_frames(frames)
     if not 0 <= first < last < len(frames):
         raise ValueError(f"need 0 <= first < last < {len(frames)} frames, got {first}, {last}")
     detections = detect_clip(frames[[first, last]])
-    cosines = []
+    cosines, ratios = [], []
     for obj in scene_at(scene, first).objects:
         ends = [max((d for d in frame if d.colour == obj.colour), key=lambda d: d.area,
                     default=None) for frame in detections]
         if None in ends:
             cosines.append(float("nan"))
+            ratios.append(float("nan"))
             continue
         shift = np.array([ends[1].x - ends[0].x, ends[1].y - ends[0].y])
         velocity = np.array([obj.vx, obj.vy])
-        norm = float(np.linalg.norm(shift))
-        cosines.append(float(shift @ velocity / (norm * np.linalg.norm(velocity)))
+        norm, speed = float(np.linalg.norm(shift)), float(np.linalg.norm(velocity))
+        cosines.append(float(shift @ velocity / (norm * speed))
                        if norm >= MIN_SHIFT else float("nan"))
-    return np.array(cosines)
+        ratios.append(norm / (speed * (last - first)))
+    return np.array(cosines), np.array(ratios)
+
+
+def direction_cosines(frames: np.ndarray, scene: Scene, first: int, last: int) -> np.ndarray:
+    """The cosines of `motion_against_truth`, (n,)."""
+    return motion_against_truth(frames, scene, first, last)[0]
 
 
 DIRECTION_SPAN = 3  # frames over which a direction is measured (short: no wall bounce between)
