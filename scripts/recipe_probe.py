@@ -33,15 +33,16 @@ from report.denoising import LOGSNRS, denoising_errors
 from report.stats import t_interval
 from vdm_core.baselines import constant_velocity, hold_nearest
 from vdm_core.conditional import predict
-from vdm_core.data import EVAL_SEEDS, frames_to_tensor, world_clip
+from vdm_core.data import EVAL_SEEDS, Clip, frames_to_tensor, world_clip
 from vdm_core.defaults import DEFAULT_W_R, default_config
 from vdm_core.metrics import (
     DIRECTION_SPAN,
     MISSING_PX,
     describe_clip,
     direction_shares,
+    frame_errors,
     motion_against_truth,
-    trajectory_error,
+    object_errors,
 )
 from vdm_core.pipeline import VideoDiffusionPipeline
 from vdm_core.records import training_phases
@@ -82,8 +83,8 @@ def diagnosis(model_dir: Path, samples: int, steps: int) -> str:
              f"over all phases). Denoising error ||x_hat - x||^2 per pixel on "
              f"{len(HELD_OUT)} held-out clips, bf16, fixed noise:", "",
              f"| text | mean | {header} |", f"|---|---|{'---|' * len(LOGSNRS)}", *rows, ""]
-    lines += prediction_rows(pipe, samples, steps)
-    lines += prediction_causes(pipe, samples, steps)
+    rows, clips, at_cause_k = prediction_rows(pipe, samples, steps)
+    lines += rows + prediction_causes(pipe, steps, clips, at_cause_k)
     lines += [f"Generated in {(time.time() - t0) / 60:.0f} min.", ""]
     return "\n".join(lines)
 
@@ -91,19 +92,20 @@ def diagnosis(model_dir: Path, samples: int, steps: int) -> str:
 def errors(videos, clips, k: int) -> tuple[np.ndarray, list[str]]:
     """Sharp trajectory errors of the generated frames (n, 16 - k), and the cells 'found only',
     'scored' and 'found' of the prediction tables (see `prediction_rows`)."""
-    err = np.array([trajectory_error(v, c.positions, c.scene, sharp=True)[k:]
-                    for v, c in zip(videos, clips, strict=True)])  # (n, 16 - k)
-    scored = [np.mean(trajectory_error(v, c.positions, c.scene, missing=MISSING_PX,
-                                       sharp=True)[k:])
-              for v, c in zip(videos, clips, strict=True)]
+    per_object = [object_errors(v[k:], c.positions[k:], c.scene, sharp=True)
+                  for v, c in zip(videos, clips, strict=True)]  # n x (16 - k, objects)
+    err = np.array([frame_errors(e) for e in per_object])  # (n, 16 - k)
+    scored = [np.mean(frame_errors(e, MISSING_PX)) for e in per_object]
     found_only = t_interval([np.nanmean(e) if np.isfinite(e).any() else np.nan for e in err])
     return err, [found_only.text(samples=len(clips)), t_interval(scored).text(),
                  f"{np.isfinite(err).mean():.2f}"]
 
 
-def prediction_rows(pipe: VideoDiffusionPipeline, samples: int, steps: int) -> list[str]:
+def prediction_rows(pipe: VideoDiffusionPipeline, samples: int,
+                    steps: int) -> tuple[list[str], list[Clip], list[np.ndarray]]:
     """Prediction error (px) after k given frames: sharp trajectory error by horizon, and over
-    all generated frames both with objects not found left out and scoring MISSING_PX."""
+    all generated frames both with objects not found left out and scoring MISSING_PX. Returns
+    the table's lines, its clips and the model's videos from CAUSE_K given frames."""
     clips = [world_clip(seed, 16) for seed in EVAL_SEEDS[-samples:]]
     horizons = (1, 4, 8)
     lines = [f"Prediction of 16 frames from the first k of {samples} held-out clips "
@@ -127,6 +129,8 @@ def prediction_rows(pipe: VideoDiffusionPipeline, samples: int, steps: int) -> l
                   "hold last frame": [hold_nearest(c.frames[:k], range(k), 16) for c in clips]}
         if k >= 2:
             videos["constant velocity"] = [constant_velocity(c.frames[:k], 16) for c in clips]
+        if k == CAUSE_K:
+            at_cause_k = out.videos
         for name, vids in videos.items():
             err, cells = errors(vids, clips, k)
             at = [f"{np.nanmean(err[:, h - 1]):.2f} ({np.isfinite(err[:, h - 1]).sum()})"
@@ -134,15 +138,17 @@ def prediction_rows(pipe: VideoDiffusionPipeline, samples: int, steps: int) -> l
                   for h in horizons]
             lines.append(f"| {k} | {name} | " + " | ".join(at + cells) + " |")
         print(lines[-1], flush=True)
-    return lines + [""]
+    return lines + [""], clips, at_cause_k
 
 
-def prediction_causes(pipe: VideoDiffusionPipeline, samples: int, steps: int) -> list[str]:
-    """Prediction from CAUSE_K frames split into identity and motion: the error with and without
-    objects not found, and the predicted motion's direction and speed, against the guidance
-    weight w_r and the prompt (empty, or the caption read back from the given frames)."""
+def prediction_causes(pipe: VideoDiffusionPipeline, steps: int, clips: list[Clip],
+                      default_videos: list[np.ndarray]) -> list[str]:
+    """Prediction from CAUSE_K frames of `clips` split into identity and motion: the error with
+    and without objects not found, and the predicted motion's direction and speed, against the
+    guidance weight w_r and the prompt (empty, or the caption read back from the given frames).
+    `default_videos` are the predictions at the defaults with the empty prompt, made already by
+    `prediction_rows` with the same noise."""
     k = CAUSE_K
-    clips = [world_clip(seed, 16) for seed in EVAL_SEEDS[-samples:]]
     given = torch.stack([frames_to_tensor(c.frames[:k]) for c in clips])
     read_back = [describe_clip(c.frames[:k]) for c in clips]
     span = (k - 1, k - 1 + DIRECTION_SPAN)
@@ -157,11 +163,14 @@ def prediction_causes(pipe: VideoDiffusionPipeline, samples: int, steps: int) ->
              "| speed ratio |", "|---|---|---|---|---|---|---|---|"]
     for prompt, w_r in (("", DEFAULT_W_R / 4), ("", DEFAULT_W_R), ("", DEFAULT_W_R * 4),
                         ("read back", DEFAULT_W_R)):
-        config = default_config("predict", steps=steps, w=0.0, w_r=w_r)
-        out = predict(pipe, given, k, 16, prompt=read_back if prompt else "",
-                      config=config.seeded(0))
-        _, cells = errors(out.videos, clips, k)
-        motion = [motion_against_truth(v, c.scene, *span) for v, c in zip(out.videos, clips,
+        if not prompt and w_r == DEFAULT_W_R:
+            videos = default_videos
+        else:
+            config = default_config("predict", steps=steps, w=0.0, w_r=w_r)
+            videos = predict(pipe, given, k, 16, prompt=read_back if prompt else "",
+                             config=config.seeded(0)).videos
+        _, cells = errors(videos, clips, k)
+        motion = [motion_against_truth(v, c.scene, *span) for v, c in zip(videos, clips,
                                                                             strict=True)]
         shares = direction_shares(np.concatenate([m[0] for m in motion]))
         ratio = np.nanmedian(np.concatenate([m[1] for m in motion]))

@@ -16,11 +16,13 @@ from vdm_core.metrics import (
     diversity,
     downsample,
     frame_change,
+    frame_errors,
     ghost_rate,
     identity_kept,
     lowres_mse,
     motion_against_truth,
     motion_stats,
+    object_errors,
     persistence,
     psnr,
     seam_jump,
@@ -75,6 +77,19 @@ def test_trajectory_error_of_missing_objects_is_nan_or_the_penalty(clip):
     assert np.isnan(trajectory_error(blank, clip.positions[:4], clip.scene)).all()
     penalised = trajectory_error(blank, clip.positions[:4], clip.scene, missing=45.0)
     np.testing.assert_allclose(penalised, 45.0)
+
+
+def test_object_errors_keep_each_object_and_frame_errors_pool_them(clip):
+    # frames 0-3 true, 4-7 blank: every object is found in the first half only
+    frames = clip.frames[:8].copy()
+    frames[4:] = 12
+    per_object = object_errors(frames, clip.positions[:8], clip.scene)
+    assert per_object.shape == (8, len(clip.scene.objects))
+    assert (per_object[:4] < 1.0).all() and np.isnan(per_object[4:]).all()
+    np.testing.assert_array_equal(frame_errors(per_object),
+                                  trajectory_error(frames, clip.positions[:8], clip.scene))
+    np.testing.assert_allclose(frame_errors(per_object, 30.0)[4:], 30.0)
+    np.testing.assert_allclose(frame_errors(np.array([[1.0, np.nan]]), 5.0), [3.0])
 
 
 def test_trajectory_error_checks_shapes(clip):

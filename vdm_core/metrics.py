@@ -180,6 +180,14 @@ def trajectory_error(
     of two frames puts a coverage-weighted centroid exactly between them, so without this a
     blurred or ghosted frame can score better than a drawn one.
     """
+    return frame_errors(object_errors(frames, true_positions, objects, sharp), missing)
+
+
+def object_errors(frames: np.ndarray, true_positions: np.ndarray, objects: str | Scene,
+                  sharp: bool = False) -> np.ndarray:
+    """Per frame and object, the distance (px) from the true centre to the nearest detection of
+    the object's colour (with sharp=True: of its shape, sharp), nan where there is none, (T, n).
+    The one detection pass behind `trajectory_error`; see it for the arguments."""
     _check_frames(frames)
     positions = np.asarray(true_positions, dtype=np.float64)
     wanted = _objects(objects)
@@ -194,7 +202,13 @@ def trajectory_error(
     for t, frame in enumerate(detect_clip(frames)):
         for i, (colour, shape) in enumerate(wanted):
             errors[t, i] = _nearest(frame, colour, *positions[t, i], shape if sharp else None)
-    errors = np.where(np.isnan(errors), missing, errors)
+    return errors
+
+
+def frame_errors(errors: np.ndarray, missing: float = float("nan")) -> np.ndarray:
+    """`trajectory_error` from `object_errors` (T, n): each frame's mean over its objects, an
+    object not found scoring `missing` (nan: left out), (T,)."""
+    errors = np.where(np.isnan(errors), missing, errors)  # (T, n)
     counts = (~np.isnan(errors)).sum(axis=1)  # (T,)
     sums = np.nansum(errors, axis=1)  # (T,)
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
