@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from report.stats import wilson
 from vdm_core.conditional import predict
-from vdm_core.data import EVAL_SEEDS, Scene, world_clip
+from vdm_core.data import EVAL_SEEDS, world_clip
 from vdm_core.defaults import APP_DEFAULTS, default_config
 from vdm_core.detect import caption_match, validate_detector
 from vdm_core.metrics import (
@@ -31,9 +31,10 @@ from vdm_core.metrics import (
     MISSING_PX,
     direction_cosines,
     direction_shares,
+    frame_errors,
     identity_kept,
     motion_stats,
-    trajectory_error,
+    object_errors,
 )
 from vdm_core.pipeline import VideoDiffusionPipeline
 from vdm_core.records import training_log, training_phases
@@ -136,14 +137,10 @@ def prediction(pipe, n: int, seed: int = 0) -> dict:
                   config=default_config("predict").seeded(seed))
     sharp, scored, found = [], [], []
     for v, c in zip(out.videos, clips, strict=True):
-        sharp.append(float(np.nanmean(
-            trajectory_error(v, c.positions, c.scene, sharp=True)[GIVEN:])))
-        scored.append(float(np.mean(trajectory_error(
-            v, c.positions, c.scene, missing=MISSING_PX, sharp=True)[GIVEN:])))
-        per_object = [trajectory_error(v, c.positions[:, [k]], Scene((o,), c.scene.size),
-                                       sharp=True)[GIVEN:]
-                      for k, o in enumerate(c.scene.objects)]
-        found.append(float(np.mean(np.isfinite(np.concatenate(per_object)))))
+        per_object = object_errors(v[GIVEN:], c.positions[GIVEN:], c.scene, sharp=True)
+        sharp.append(float(np.nanmean(frame_errors(per_object))))
+        scored.append(float(np.mean(frame_errors(per_object, MISSING_PX))))
+        found.append(float(np.mean(np.isfinite(per_object))))
     return {"sharp": sharp, "scored": scored, "found": float(np.mean(found)),
             "direction": direction_of(out.videos, clips, GIVEN - 1)}
 
