@@ -417,3 +417,27 @@ def test_new_rate_options_are_checked_before_any_work():
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0 and words in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_freeze_init_trains_the_grown_space_time_attention_alone(tmp_path):
+    base = run_train(tmp_path / "base", 1, "--export-dir", str(tmp_path / "base_export"))
+    assert base.wait(timeout=300) == 0, base.stdout.read()
+    init = ["--init-from", str(tmp_path / "base_export")]
+    frozen = run_train(tmp_path / "frozen", 2, *init, "--spacetime-resolutions", "4",
+                       "--freeze-init", "--warmup-steps", "1")
+    assert frozen.wait(timeout=300) == 0, frozen.stdout.read()
+    start = UNet3D.from_pretrained(tmp_path / "base_export", spacetime_resolutions=(4,))
+    start_state, after = start.state_dict(), final_state(tmp_path / "frozen")
+    ckpt = torch.load(tmp_path / "frozen" / "checkpoint.pt", map_location="cpu",
+                      weights_only=False)
+    grown = set(ckpt["added_params"])
+    assert grown and all(".qkv." in n or ".out." in n or ".norm." in n for n in grown)
+    moved = {key for key in start_state
+             if not torch.equal(after["model"][key], start_state[key])}
+    assert moved and moved <= grown  # only the new layers moved
+    assert any(key.endswith(".out.weight") for key in moved)
+
+    refused = run_train(tmp_path / "refused", 1, *init, "--freeze-init")
+    out = refused.communicate(timeout=300)[0]
+    assert refused.returncode != 0 and "--freeze-init trains only the layers" in out
+    assert "Traceback" not in out

@@ -9,6 +9,7 @@ import torch
 
 from vdm_core.attention import packed_attention, relative_position_bucket, temporal_attention_mask
 from vdm_core.diffusion import model_denoiser
+from vdm_core.spacetime_attention import SpaceTimeAttention
 from vdm_core.temporal_attention import TemporalAttention
 from vdm_core.unet3d import UNet3D, UNetConfig, backprop_frames
 
@@ -292,3 +293,50 @@ def test_temporal_attention_at_full_resolution_starts_as_an_exact_zero_then_mixe
     assert UNet3D.from_pretrained(tmp_path / "grown").config.temporal_resolutions == (8,)
     with pytest.raises(RuntimeError, match="unexpected"):
         UNet3D.from_pretrained(tmp_path / "grown", temporal_resolutions=())
+
+
+def test_spacetime_attention_is_full_attention_over_the_clip_and_keeps_images_apart():
+    torch.manual_seed(0)
+    layer = SpaceTimeAttention(16, head_dim=8).eval()
+    with torch.no_grad():
+        layer.out.weight.normal_(0, 0.3)
+    b, t, c, h, w = 2, 3, 16, 4, 4
+    x = torch.randn(b * t, c, h, w)  # (B T, C, H, W)
+    video = torch.tensor([t, 2])  # the second sample: two video frames, then an image
+    allowed = temporal_attention_mask(t, video, x.device)
+    with torch.no_grad():
+        out = layer(x, allowed, t)
+        tokens = layer.norm(x).view(b, t, c, h * w).transpose(2, 3).reshape(b, t * h * w, c)
+        qkv = layer.qkv(tokens).view(b, t * h * w, 3, layer.heads, c // layer.heads)
+        frame = torch.arange(t).repeat_interleave(h * w)  # each token's frame
+        keep = allowed[:, frame][:, :, frame]  # (B, T HW, T HW)
+        bias = torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))[:, None]
+        ref = layer.out(plain_attention(qkv, bias))  # (B, T HW, C)
+        ref = x + ref.view(b, t, h * w, c).transpose(2, 3).reshape(b * t, c, h, w)
+    torch.testing.assert_close(out, ref)
+
+    nudged = x.clone()
+    nudged[0, :, 0, 0] += 1.0  # sample 0, frame 0, one corner pixel
+    nudged[t + 2, :, 0, 0] += 1.0  # sample 1's image frame
+    with torch.no_grad():
+        moved = (layer(nudged, allowed, t) - out).abs()  # (B T, C, H, W)
+    assert moved[2, :, 3, 3].max() > 1e-3  # reaches the far corner two frames later
+    assert moved[t:t + 2].max() == 0  # sample 1's video frames never see its image frame
+    assert moved[t + 2, :, 3, 3].max() > 1e-3  # the image still mixes within itself
+
+
+def test_spacetime_attention_grows_a_saved_model_into_the_same_function(tmp_path, model):
+    model.save_pretrained(tmp_path)
+    grown = UNet3D.from_pretrained(tmp_path, spacetime_resolutions=(4,))
+    added = [m for m in grown.modules() if isinstance(m, SpaceTimeAttention)]
+    assert len(added) == 3  # the coarsest level's down stage and its two up stages
+    z, logsnr, states, mask = inputs(2, 5)
+    with torch.no_grad():
+        assert torch.equal(grown(z, logsnr, states, mask), model(z, logsnr, states, mask))
+        for block in added:
+            block.out.weight.normal_(0, 0.2)
+        assert not torch.allclose(grown(z, logsnr, states, mask), model(z, logsnr, states, mask))
+    grown.save_pretrained(tmp_path / "grown")
+    assert UNet3D.from_pretrained(tmp_path / "grown").config.spacetime_resolutions == (4,)
+    with pytest.raises(RuntimeError, match="unexpected"):
+        UNet3D.from_pretrained(tmp_path / "grown", spacetime_resolutions=())

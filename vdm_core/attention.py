@@ -1,11 +1,15 @@
 """Attention kernels of the U-Net: relative-position buckets and the temporal mask of joint
-video-image training (sec. 3), and packed multi-head attention with a written-out backward.
+video-image training (sec. 3), packed multi-head attention with a written-out backward, and the
+layers that the spatial and space-time attention share.
 """
 
 import math
 
 import torch
+from torch import nn
 from torch.autograd.function import once_differentiable
+
+from vdm_core.layers import frame_norm, zero_init
 
 
 def relative_position_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int):
@@ -101,3 +105,16 @@ class PackedAttention(torch.autograd.Function):
 def packed_attention(qkv: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Multi-head attention: qkv (..., N, 3, heads, d), bias (..., heads, N, N) -> (..., N, C)."""
     return PackedAttention.apply(qkv, bias)
+
+
+class ProjectedAttention(nn.Module):
+    """The parameters of an attention layer over `channels`: per-frame GroupNorm, a packed q/k/v
+    projection and an output projection that starts at zero (the layer starts as the identity,
+    since its output is added to its input)."""
+
+    def __init__(self, channels: int, head_dim: int):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = frame_norm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = zero_init(nn.Linear(channels, channels))

@@ -1,8 +1,9 @@
 """Continuing training from saved weights into a grown model (`vdm-train --init-from`).
 
-The frameskip input, the conditioned odd bias and extra temporal attention are added to saved
-weights with their output at zero, so training starts from exactly the saved function;
-`make_optimizer` gives these new parameters their own learning rate (`--added-lr-mult`).
+The frameskip input, the conditioned odd bias and extra temporal or space-time attention are
+added to saved weights with their output at zero, so training starts from exactly the saved
+function; `make_optimizer` gives these new parameters their own learning rate
+(`--added-lr-mult`), and `--freeze-init` trains them alone.
 `break_time_symmetry` gives the temporal attention a direction of time
 (`--break-time-symmetry`; docs/recipe.md, "The direction of time").
 """
@@ -23,6 +24,20 @@ def load_init(init_from: str, model_cfg: UNetConfig) -> tuple[UNet3D, tuple[str,
     if init.config != model_cfg:
         raise ValueError(f"--init-from {init_from} holds a different model config")
     return init, added
+
+
+def freeze_init(model: UNet3D, added: tuple[str, ...]) -> None:
+    """Train only the grown parameters (`--freeze-init`): every other parameter of `model` stops
+    taking gradients, so the run changes the saved function through the new layers alone.
+    Refused (its message, not a traceback) when nothing was grown."""
+    if not added:
+        raise SystemExit("--freeze-init trains only the layers that --init-from grows "
+                         "(--frameskip-conditioning, --conditioned-odd-bias, "
+                         "--temporal-resolutions or --spacetime-resolutions on weights saved "
+                         "without them); this run has none")
+    grown = set(added)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in grown)
 
 
 def make_optimizer(model: UNet3D, added: tuple[str, ...], lr: float, weight_decay: float,

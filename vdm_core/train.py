@@ -12,10 +12,11 @@ checkpoint, `--init-from assets/model` starts from the shipped EMA weights (fres
 `--window-start-max N --frameskips 1,4` trains on world windows starting anywhere in frames
 [0, N], at a frameskip drawn from the set (the paper's frameskip-1 and -4 clips), captioned with
 the motion at their first frame; `--frameskip-conditioning` gives the U-Net the frameskip as an
-input (added zero-initialised to --init-from's weights), and `--added-lr-mult K` trains the
-layers so added at K times --lr. `--break-time-symmetry S` adds a random odd part of scale S to
-the temporal attention biases at the start of a run. `--export-only` re-exports the EMA weights
-of --out-dir's checkpoint to --export-dir.
+input (added zero-initialised to --init-from's weights; so do `--temporal-resolutions` and
+`--spacetime-resolutions` add attention), `--added-lr-mult K` trains the layers so added at K
+times --lr and `--freeze-init` trains them alone. `--break-time-symmetry S` adds a random odd
+part of scale S to the temporal attention biases at the start of a run. `--export-only`
+re-exports the EMA weights of --out-dir's checkpoint to --export-dir.
 """
 
 import argparse
@@ -36,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .diffusion import WEIGHTINGS, diffusion_loss, model_denoiser
-from .grow import break_time_symmetry, load_init, make_optimizer, restore_optimizer
+from .grow import break_time_symmetry, freeze_init, load_init, make_optimizer, restore_optimizer
 from .memory import retain_freed_memory
 from .records import (
     CHECKPOINT_NAME,
@@ -63,6 +64,7 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 3e-4
     added_lr_mult: float = 1.0  # learning rate of the layers --init-from grows, times --lr
+    freeze_init: bool = False  # train only the layers --init-from grows
     text_pool_lr_mult: float = 1.0  # learning rate of the shared text pooling, times --lr
     heavy_noise_share: float = 0.0  # extra share of noise levels drawn below log-SNR -4.5
     break_time_symmetry: float = 0.0  # scale of a random odd part added to temporal biases
@@ -310,6 +312,8 @@ def build_run(cfg: TrainConfig, model_cfg: UNetConfig, device: torch.device, ran
         init, added = load_init(cfg.init_from, model_cfg)
     model = UNet3D(model_cfg).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    if cfg.freeze_init:
+        freeze_init(model, added)
     opt = make_optimizer(model, added, cfg.lr, cfg.weight_decay, cfg.added_lr_mult,
                          cfg.text_pool_lr_mult)
     run = Run(cfg, model_cfg, model, ema, opt, stream, generator, out, rank,
@@ -444,6 +448,22 @@ def train(cfg: TrainConfig, model_cfg: UNetConfig) -> UNet3D:
     return run.model
 
 
+# UNetConfig fields that `vdm-train` takes as flags, with their help
+MODEL_FLAGS = {
+    "base_channels": None, "channel_mults": None, "num_res_blocks": None, "attn_resolutions": None,
+    "temporal_resolutions": "resolutions that get temporal attention alone (no spatial "
+                            "attention), e.g. 32 for temporal mixing at full resolution",
+    "spacetime_resolutions": "resolutions that get joint space-time attention over all frames "
+                             "and pixels of a clip, e.g. 8 (docs/recipe.md)",
+    "head_dim": None, "dropout": None, "image_size": None, "parameterization": None,
+    "frameskip_conditioning": "give the U-Net the frameskip as a conditioning input",
+    "conditioned_odd_bias": "let the conditioning (caption, log-SNR, frameskip) add an odd "
+                            "function of j - i to every temporal attention bias",
+    "odd_bias_text_pool": "with --conditioned-odd-bias: the odd bias reads the caption through "
+                          "its own text pooling, not the shared one",
+}
+
+
 def parse_args(argv=None) -> tuple[TrainConfig, UNetConfig]:
     parser = argparse.ArgumentParser(prog="vdm-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -455,46 +475,24 @@ def parse_args(argv=None) -> tuple[TrainConfig, UNetConfig]:
             kind = {"int": int, "float": float, "str": str}.get(str(f.type), f.type)
             parser.add_argument(flag, type=kind, default=f.default)
     model_defaults = UNetConfig()
-    parser.add_argument("--base-channels", type=int, default=model_defaults.base_channels)
-    parser.add_argument("--channel-mults", default=",".join(map(str, model_defaults.channel_mults)))
-    parser.add_argument("--num-res-blocks", type=int, default=model_defaults.num_res_blocks)
-    parser.add_argument("--attn-resolutions",
-                        default=",".join(map(str, model_defaults.attn_resolutions)))
-    parser.add_argument("--temporal-resolutions",
-                        default=",".join(map(str, model_defaults.temporal_resolutions)),
-                        help="resolutions that get temporal attention alone (no spatial "
-                             "attention), e.g. 32 for temporal mixing at full resolution")
-    parser.add_argument("--head-dim", type=int, default=model_defaults.head_dim)
-    parser.add_argument("--dropout", type=float, default=model_defaults.dropout)
-    parser.add_argument("--image-size", type=int, default=model_defaults.image_size)
-    parser.add_argument("--parameterization", choices=("eps", "v"),
-                        default=model_defaults.parameterization)
-    parser.add_argument("--frameskip-conditioning", action=argparse.BooleanOptionalAction,
-                        default=model_defaults.frameskip_conditioning,
-                        help="give the U-Net the frameskip as a conditioning input")
-    parser.add_argument("--conditioned-odd-bias", action=argparse.BooleanOptionalAction,
-                        default=model_defaults.conditioned_odd_bias,
-                        help="let the conditioning (caption, log-SNR, frameskip) add an odd "
-                             "function of j - i to every temporal attention bias")
-    parser.add_argument("--odd-bias-text-pool", action=argparse.BooleanOptionalAction,
-                        default=model_defaults.odd_bias_text_pool,
-                        help="with --conditioned-odd-bias: the odd bias reads the caption "
-                             "through its own text pooling, not the shared one")
+    for name, help_text in MODEL_FLAGS.items():
+        flag, default = "--" + name.replace("_", "-"), getattr(model_defaults, name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=help_text)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, default=",".join(map(str, default)), help=help_text)
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=help_text,
+                                choices=("eps", "v") if name == "parameterization" else None)
     args = vars(parser.parse_args(argv))
 
-    def ints(s: str) -> tuple[int, ...]:
-        return tuple(int(v) for v in s.split(",") if v.strip())
+    def value(name: str):  # a tuple field's "8,16" -> (8, 16)
+        v = args.pop(name)
+        is_tuple = isinstance(getattr(model_defaults, name), tuple)
+        return tuple(int(part) for part in v.split(",") if part.strip()) if is_tuple else v
 
-    model_cfg = UNetConfig(
-        base_channels=args.pop("base_channels"), channel_mults=ints(args.pop("channel_mults")),
-        num_res_blocks=args.pop("num_res_blocks"),
-        attn_resolutions=ints(args.pop("attn_resolutions")),
-        temporal_resolutions=ints(args.pop("temporal_resolutions")), head_dim=args.pop("head_dim"),
-        dropout=args.pop("dropout"), image_size=args.pop("image_size"),
-        parameterization=args.pop("parameterization"),
-        frameskip_conditioning=args.pop("frameskip_conditioning"),
-        conditioned_odd_bias=args.pop("conditioned_odd_bias"),
-        odd_bias_text_pool=args.pop("odd_bias_text_pool"))
+    model_cfg = UNetConfig(**{name: value(name) for name in MODEL_FLAGS})
     model_cfg.num_frames = args["num_frames"]
     return TrainConfig(**args), model_cfg
 

@@ -25,14 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vdm_core.attention import packed_attention, temporal_attention_mask
+from vdm_core.attention import ProjectedAttention, packed_attention, temporal_attention_mask
 from vdm_core.layers import SpaceConv, frame_norm, zero_init
+from vdm_core.spacetime_attention import SpaceTimeAttention
 from vdm_core.temporal_attention import TemporalAttention
 
 CONFIG_NAME = "config.json"
 # UNetConfig fields that add layers starting at zero, so saved weights can grow by them
 GROWN_FIELDS = ("frameskip_conditioning", "conditioned_odd_bias", "odd_bias_text_pool",
-                "temporal_resolutions")
+                "temporal_resolutions", "spacetime_resolutions")
 MAX_FRAMESKIP = 64  # the frameskip whose features sit where logsnr's at t = 1 do
 WEIGHTS_NAME = "model.safetensors"
 _BACKPROP_FRAMES: ContextVar[tuple[int, ...] | None] = ContextVar("backprop_frames", default=None)
@@ -79,6 +80,7 @@ class UNetConfig:
     conditioned_odd_bias: bool = False  # TemporalAttention.odd_from_emb (docs/recipe.md)
     odd_bias_text_pool: bool = False  # the odd bias reads its own text pooling (docs/recipe.md)
     temporal_resolutions: tuple[int, ...] = ()  # temporal attention alone (no spatial) here
+    spacetime_resolutions: tuple[int, ...] = ()  # joint space-time attention added here
 
     def __post_init__(self) -> None:
         if self.odd_bias_text_pool and not self.conditioned_odd_bias:
@@ -97,7 +99,8 @@ class UNetConfig:
         """The config of a saved dict; fields it lacks (older config.json files) keep their
         defaults, so a model saved before `frameskip_conditioning` existed loads with it off."""
         d = dict(d)
-        for key in ("channel_mults", "attn_resolutions", "temporal_resolutions"):
+        for key in ("channel_mults", "attn_resolutions", "temporal_resolutions",
+                    "spacetime_resolutions"):
             if key in d:
                 d[key] = tuple(d[key])
         return cls(**d)
@@ -152,15 +155,8 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class SpatialAttention(nn.Module):
+class SpatialAttention(ProjectedAttention):
     """Self-attention over the H x W positions of each frame (frames treated as batch)."""
-
-    def __init__(self, channels: int, head_dim: int):
-        super().__init__()
-        self.heads = max(1, channels // head_dim)
-        self.norm = frame_norm(channels)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.out = zero_init(nn.Linear(channels, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B T, C, H, W) -> (B T, C, H, W)."""
@@ -271,7 +267,7 @@ class UNet3D(nn.Module):
 
         self.norm_out = frame_norm(ch)
         self.conv_out = zero_init(SpaceConv(ch, cfg.channels))
-        has_attention = [any(isinstance(m, (AttentionBlock, TemporalAttention))
+        has_attention = [any(isinstance(m, (AttentionBlock, TemporalAttention, SpaceTimeAttention))
                              for m in stage.modules()) for stage in self.up]
         # self.up[tail_start:] and the output layers act on each frame alone (`backprop_frames`)
         self.tail_start = max((i + 1 for i, a in enumerate(has_attention) if a), default=0)
@@ -282,6 +278,8 @@ class UNet3D(nn.Module):
             blocks.append(AttentionBlock(c_out, self.config))
         elif res in self.config.temporal_resolutions:
             blocks.append(temporal_attention(c_out, self.config))
+        if res in self.config.spacetime_resolutions:
+            blocks.append(SpaceTimeAttention(c_out, self.config.head_dim))
         return nn.ModuleList(blocks)
 
     def _text(self, text_states, text_mask, b: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -417,7 +415,8 @@ class UNet3D(nn.Module):
         whose output starts at zero: `frameskip_conditioning=True` on weights saved without it
         adds the frameskip input, `conditioned_odd_bias=True` adds each temporal attention's
         `odd_from_emb`, `odd_bias_text_pool=True` adds the odd bias's own text pooling, and
-        extra `temporal_resolutions` add temporal attention at those resolutions. The loaded
+        extra `temporal_resolutions` add temporal attention at those resolutions, extra
+        `spacetime_resolutions` joint space-time attention (`SpaceTimeAttention`). The loaded
         model's outputs then equal the saved model's bit for bit (at any frameskip); any other
         mismatch between weights and config is refused.
         """
@@ -449,8 +448,8 @@ class UNet3D(nn.Module):
 def grown_names(config: UNetConfig, saved: UNetConfig) -> set[str]:
     """State-dict names that a model of `config` has and one of `saved` lacks: the layers that
     `UNet3D.from_pretrained` grows (the GROWN_FIELDS: the frameskip input, the conditioned odd
-    bias and its own text pooling, extra temporal attention), whose output starts at zero. Both
-    models are built on torch's meta device: no memory, no random draws."""
+    bias and its own text pooling, extra temporal or space-time attention), whose output starts
+    at zero. Both models are built on torch's meta device: no memory, no random draws."""
     with torch.device("meta"):
         grown = UNet3D(config).state_dict()
         ungrown = UNet3D(replace(config, **{f: getattr(saved, f) for f in GROWN_FIELDS}))

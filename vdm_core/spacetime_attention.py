@@ -1,0 +1,53 @@
+"""Joint space-time attention: every pixel of every frame attends to every pixel of every frame of
+its clip (docs/recipe.md, "A clip-wide identity path").
+
+The paper factorizes attention into space and time (sec. 3) to keep its cost linear in the
+number of frames. That factorization has a blind spot that this world shows: temporal attention
+compares the frames at one pixel, so a moving object's colour in frame s reaches frame t only
+through a background pixel, and the diagnosis found the denoiser decoding about half of the
+colours that pooling the clip's frames allows at log-SNR -5. At the U-Net's coarsest resolution
+a clip is 16 x 8 x 8 = 1,024 positions, where full attention is affordable, so this layer adds
+it there as an optional, zero-initialised path (`UNetConfig.spacetime_resolutions`).
+"""
+
+import torch
+
+from vdm_core.attention import ProjectedAttention, packed_attention
+
+
+def spacetime_mask(allowed: torch.Tensor, pixels: int) -> torch.Tensor:
+    """The frame mask of joint video-image training (`temporal_attention_mask`, (B, T, T)) spread
+    over every pixel of each frame: position (t, p) may attend to (s, q) when frame t may attend
+    to frame s.  # (B, T P, T P) bool"""
+    b, t, _ = allowed.shape
+    return allowed[:, :, None, :, None].expand(b, t, pixels, t, pixels).reshape(
+        b, t * pixels, t * pixels)
+
+
+class SpaceTimeAttention(ProjectedAttention):
+    """Multi-head self-attention over all T x H x W positions of a clip, with no position bias.
+
+    Without a bias the layer treats a clip's positions as a set: it can gather an object's
+    features from wherever the object is in each frame, which is what keeping a colour across a
+    clip needs; where things are comes from the features, which the convolutions and the
+    factorized attention compute. The output projection starts at zero, so a model grown by this
+    layer starts out computing what it did without it. Independent image frames (frames
+    >= num_video_frames) attend only to themselves, as in temporal attention.
+    """
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None, t: int,
+                odd_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """(B T, C, H, W) with T = t frames per sample; allowed (B, T, T) or None (every frame
+        sees every frame); odd_emb is unused (the signature of the U-Net's attention sites)
+        -> (B T, C, H, W)."""
+        bt, c, h, w = x.shape
+        b = bt // t
+        y = self.norm(x).view(b, t, c, h * w).transpose(2, 3).reshape(b, t * h * w, c)
+        qkv = self.qkv(y.contiguous()).view(b, t * h * w, 3, self.heads, c // self.heads)
+        bias = None
+        if allowed is not None:
+            blocked = torch.zeros(b, t * h * w, t * h * w, device=x.device, dtype=qkv.dtype)
+            blocked = blocked.masked_fill(~spacetime_mask(allowed, h * w), float("-inf"))
+            bias = blocked[:, None]  # (B, 1, T HW, T HW)
+        y = self.out(packed_attention(qkv, bias))  # (B, T HW, C)
+        return x + y.view(b, t, h * w, c).transpose(2, 3).reshape(bt, c, h, w)
