@@ -419,7 +419,8 @@ def test_new_rate_options_are_checked_before_any_work():
         assert "Traceback" not in proc.stderr
 
 
-def test_freeze_init_trains_the_grown_space_time_attention_alone(tmp_path):
+def test_freeze_init_trains_the_grown_space_time_attention_alone_and_init_mismatches_are_named(
+        tmp_path):
     base = run_train(tmp_path / "base", 1, "--export-dir", str(tmp_path / "base_export"))
     assert base.wait(timeout=300) == 0, base.stdout.read()
     init = ["--init-from", str(tmp_path / "base_export")]
@@ -441,3 +442,7 @@ def test_freeze_init_trains_the_grown_space_time_attention_alone(tmp_path):
     out = refused.communicate(timeout=300)[0]
     assert refused.returncode != 0 and "--freeze-init trains only the layers" in out
     assert "Traceback" not in out
+    other = run_train(tmp_path / "other", 1, *init, "--base-channels", "8")
+    out = other.communicate(timeout=300)[0]
+    assert other.returncode != 0 and "Traceback" not in out
+    assert "different model config: base_channels is 16 there, 8 here" in out

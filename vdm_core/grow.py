@@ -8,6 +8,8 @@ function; `make_optimizer` gives these new parameters their own learning rate
 (`--break-time-symmetry`; docs/recipe.md, "The direction of time").
 """
 
+from dataclasses import asdict
+
 import torch
 
 from .temporal_attention import TemporalAttention
@@ -22,7 +24,11 @@ def load_init(init_from: str, model_cfg: UNetConfig) -> tuple[UNet3D, tuple[str,
     overrides = {f: getattr(model_cfg, f) for f in GROWN_FIELDS if getattr(model_cfg, f)}
     init, added = UNet3D.load_grown(init_from, **overrides)
     if init.config != model_cfg:
-        raise ValueError(f"--init-from {init_from} holds a different model config")
+        differ = [f"{name} is {getattr(init.config, name)!r} there, {value!r} here"
+                  for name, value in asdict(model_cfg).items()
+                  if getattr(init.config, name) != value]
+        raise SystemExit(f"--init-from {init_from} holds a different model config: "
+                         f"{'; '.join(differ)} (give the flags it was trained with)")
     return init, added
 
 

@@ -1,0 +1,146 @@
+"""Where a model's joint space-time attention looks: does it find the object across the clip?
+
+    python scripts/spacetime_probe.py MODEL [--clips 16] [--out docs/recipe.md]
+
+Held-out one-object clips are noised at fixed log-SNR levels (fixed noise, empty prompt, fp32)
+and run through MODEL, whose `SpaceTimeAttention` layers (docs/recipe.md, "A clip-wide identity
+path") are recorded. For the queries at the object's positions in each layer's grid, the table
+gives the attention mass on the object's positions in the *other* frames (what pooling its
+colour over the clip needs) against that share of the clip's positions (what uniform attention
+gives), the attention's entropy as a share of uniform's, and the size of the layer's output
+against its input. A layer that has learned to gather the object puts far more than the
+uniform share there.
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from report.common import ROOT, command_line, display_path, write_section
+from vdm_core.data import EVAL_SEEDS, world_clip
+from vdm_core.schedule import q_sample
+from vdm_core.spacetime_attention import SpaceTimeAttention
+from vdm_core.unet3d import UNet3D
+from vdm_core.video_io import frames_to_tensor
+
+LOGSNRS = (-6.0, -5.0, -4.0, -2.0, 2.0)
+BACKGROUND = 12  # the world's background level (uint8, every channel)
+SECTION = "spacetime-probe"
+
+
+def object_cells(frames: np.ndarray, grid: int, min_share: float = 0.25) -> torch.Tensor:
+    """The cells of a grid x grid layout that the clip's objects cover (at least `min_share` of
+    their pixels differ from the background), frames (T, H, W, 3) uint8.  # (T, grid^2) bool"""
+    covered = torch.as_tensor((np.abs(frames.astype(np.int16) - BACKGROUND) > 30).any(-1))
+    share = F.adaptive_avg_pool2d(covered.float()[:, None], grid)[:, 0]  # (T, grid, grid)
+    return (share >= min_share).flatten(1)
+
+
+def attention_probabilities(layer: SpaceTimeAttention, x: torch.Tensor, t: int) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) of the layer on its input x (B T, C, H, W), every frame one
+    video.  # (B, heads, T HW, T HW)"""
+    bt, c, h, w = x.shape
+    tokens = layer.norm(x).view(bt // t, t, c, h * w).transpose(2, 3).reshape(bt // t, -1, c)
+    q, k, _ = layer.qkv(tokens).view(bt // t, t * h * w, 3, layer.heads, -1).unbind(2)
+    scores = torch.einsum("bnhd,bmhd->bhnm", q, k) / q.shape[-1] ** 0.5
+    return scores.softmax(-1)
+
+
+def object_mass(p: torch.Tensor, cells: torch.Tensor) -> tuple[float, float]:
+    """For attention p (heads, N, N) over the N = T P positions of one clip and its object cells
+    (T, P): the mean attention mass that a query on the object puts on the object's positions in
+    the other frames, and the share of the clip's positions that those are (uniform attention's
+    mass), averaged over the object's queries and the heads."""
+    t, pixels = cells.shape
+    on = cells.flatten()  # (N,)
+    frame = torch.arange(t).repeat_interleave(pixels)  # (N,)
+    target = on[None, :] & (frame[None, :] != frame[:, None])  # (N, N): key on object, other frame
+    queries = on.nonzero()[:, 0]
+    mass = (p[:, queries] * target[queries]).sum(-1).mean().item()
+    share = target[queries].float().sum(-1).mean().item() / on.numel()
+    return mass, share
+
+
+def probe(model: UNet3D, clips: list, seed: int = 0) -> list[dict]:
+    """One row per (log-SNR, layer): mean over clips of object mass, uniform share, normalized
+    entropy and the output-to-input RMS ratio."""
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, SpaceTimeAttention)]
+    if not layers:
+        raise SystemExit("the model has no SpaceTimeAttention layer (spacetime_resolutions)")
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda mod, args, out, name=name:
+                                     inputs.__setitem__(name, (args[0], out)))
+             for name, m in layers]
+    x = torch.stack([frames_to_tensor(c.frames) for c in clips])  # (B, C, T, H, W)
+    t = x.shape[2]
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.randn(x.shape, generator=g)
+    rows = []
+    try:
+        for logsnr in LOGSNRS:
+            level = torch.full((len(clips),), logsnr)
+            with torch.no_grad():
+                model(q_sample(x, level, eps), level)
+                for name, layer in layers:
+                    inp, out = inputs[name]
+                    p = attention_probabilities(layer, inp, t)  # (B, heads, N, N)
+                    grid = inp.shape[-1]
+                    masses = [object_mass(p[i], object_cells(c.frames, grid))
+                              for i, c in enumerate(clips)]
+                    entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
+                    rows.append({
+                        "logsnr": logsnr, "layer": name,
+                        "mass": float(np.mean([m for m, _ in masses])),
+                        "share": float(np.mean([s for _, s in masses])),
+                        "entropy": (entropy / np.log(p.shape[-1])).item(),
+                        "out_ratio": ((out - inp).pow(2).mean() / inp.pow(2).mean()).sqrt().item(),
+                    })
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return rows
+
+
+def markdown(model_dir: str, rows: list[dict], n: int, command: str, minutes: float) -> str:
+    lines = [f"`{command}`: {n} held-out one-object clips, fixed noise, empty prompt, fp32, "
+             f"model `{model_dir}`. Mass: the attention that a query on the object puts on the "
+             "object's positions in the other frames (mean over queries, heads and clips); "
+             "uniform: the share of the clip's positions those are. Entropy as a share of "
+             "uniform attention's; output / input: RMS of the layer's residual branch against "
+             "its input.", "",
+             "| log-SNR | layer | mass on the object in other frames | uniform | ratio | "
+             "entropy / uniform | output / input |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = r["mass"] / r["share"] if r["share"] else float("nan")
+        lines.append(f"| {r['logsnr']:+.0f} | `{r['layer']}` | {r['mass']:.3f} | "
+                     f"{r['share']:.3f} | {ratio:.1f} | {r['entropy']:.2f} | "
+                     f"{r['out_ratio']:.3f} |")
+    lines += ["", f"Generated in {minutes:.0f} min."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "recipe.md"))
+    parser.add_argument("--section", default=SECTION)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    model = UNet3D.from_pretrained(args.model)
+    clips = [c for c in (world_clip(s) for s in EVAL_SEEDS) if len(c.scene.objects) == 1]
+    rows = probe(model, clips[:args.clips])
+    text = markdown(display_path(Path(args.model)), rows, args.clips,
+                    command_line("scripts/spacetime_probe.py", argv), (time.time() - start) / 60)
+    write_section(Path(args.out), text, args.section)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
