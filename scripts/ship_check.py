@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from report.common import ROOT, display_path
+from report.common import ROOT, command_line, display_path
 from report.denoising import HELD_OUT, KINDS, LOGSNRS, window_errors
 from report.stats import t_interval
 from vdm_core.records import training_phases
@@ -93,14 +93,8 @@ def main(argv=None) -> None:
     lines += ["", f"Lower with a separated interval in {sum(verdicts)} of {len(verdicts)} rows."]
     if models["candidate"].config.frameskip_conditioning:
         lines += ["", frameskip_use(models["candidate"], args.clips, captioned)]
-    command = f"scripts/ship_check.py {display_path(args.candidate)}"
-    if args.baseline.resolve() != DEFAULT_BASELINE.resolve():
-        command += f" --baseline {display_path(args.baseline)}"
-    if args.clips != len(HELD_OUT):
-        command += f" --clips {args.clips}"
-    if args.out.resolve() != DEFAULT_OUT.resolve():
-        command += f" --out {display_path(args.out)}"
-    lines += ["", f"Generated in {(time.time() - t0) / 60:.0f} min by `nice -n 5 .venv/bin/python "
+    command = command_line("scripts/ship_check.py", argv)
+    lines += ["", f"Generated in {(time.time() - t0) / 60:.0f} min by `.venv/bin/python "
               f"{command}`.", ""]
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
