@@ -18,9 +18,9 @@ from .unet3d import GROWN_FIELDS, UNet3D, UNetConfig
 
 def load_init(init_from: str, model_cfg: UNetConfig) -> tuple[UNet3D, tuple[str, ...]]:
     """The --init-from weights for a model of `model_cfg`, and the names of the parameters they
-    lack. With --frameskip-conditioning, --conditioned-odd-bias or --temporal-resolutions on
-    weights trained without them, the new layers are added with their output at zero, so
-    training starts from exactly the model those weights compute."""
+    lack. With --frameskip-conditioning, --conditioned-odd-bias, --temporal-resolutions or
+    --spacetime-resolutions on weights trained without them, the new layers are added with
+    their output at zero, so training starts from exactly the model those weights compute."""
     overrides = {f: getattr(model_cfg, f) for f in GROWN_FIELDS if getattr(model_cfg, f)}
     init, added = UNet3D.load_grown(init_from, **overrides)
     if init.config != model_cfg:
