@@ -28,8 +28,8 @@ def test_a_model_against_itself_differs_by_exactly_zero_and_a_worse_one_is_flagg
     assert all(cell.startswith("0.0000") for row in same for cell in row[3:])
     assert "Lower with a separated interval in 0 of 6 rows" in out.read_text()
     assert "Frameskip input" not in out.read_text()  # the baseline has no such input
-    base = (tmp_path / "base").resolve()  # the line that reproduces the run names every choice
-    line = f"scripts/ship_check.py {base} --baseline {base} --clips 3 --out {out.resolve()}`"
+    base = tmp_path / "base"  # the line that reproduces the run names every choice, threads too
+    line = f"scripts/ship_check.py {base} --baseline {base} --clips 3 --threads 1 --out {out}`"
     assert line in out.read_text()
     # A frameskip-conditioned candidate with the same weights plus noise on the output conv.
     candidate = randomized_unet(dataclasses.replace(TINY, frameskip_conditioning=True))
