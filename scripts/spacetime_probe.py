@@ -43,9 +43,7 @@ def object_cells(frames: np.ndarray, grid: int, min_share: float = 0.25) -> torc
 def attention_probabilities(layer: SpaceTimeAttention, x: torch.Tensor, t: int) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) of the layer on its input x (B T, C, H, W), every frame one
     video.  # (B, heads, T HW, T HW)"""
-    bt, c, h, w = x.shape
-    tokens = layer.norm(x).view(bt // t, t, c, h * w).transpose(2, 3).reshape(bt // t, -1, c)
-    q, k, _ = layer.qkv(tokens).view(bt // t, t * h * w, 3, layer.heads, -1).unbind(2)
+    q, k, _ = layer.packed_qkv(x, t).unbind(2)  # each (B, T HW, heads, d)
     scores = torch.einsum("bnhd,bmhd->bhnm", q, k) / q.shape[-1] ** 0.5
     return scores.softmax(-1)
 
@@ -79,7 +77,7 @@ def probe(model: UNet3D, clips: list, seed: int = 0) -> list[dict]:
     t = x.shape[2]
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn(x.shape, generator=g)
-    rows = []
+    rows, cells = [], {}  # cells: each clip's object cells per grid size, computed once
     try:
         for logsnr in LOGSNRS:
             level = torch.full((len(clips),), logsnr)
@@ -89,8 +87,9 @@ def probe(model: UNet3D, clips: list, seed: int = 0) -> list[dict]:
                     inp, out = inputs[name]
                     p = attention_probabilities(layer, inp, t)  # (B, heads, N, N)
                     grid = inp.shape[-1]
-                    masses = [object_mass(p[i], object_cells(c.frames, grid))
-                              for i, c in enumerate(clips)]
+                    if grid not in cells:
+                        cells[grid] = [object_cells(c.frames, grid) for c in clips]
+                    masses = [object_mass(p[i], cells[grid][i]) for i in range(len(clips))]
                     entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
                     rows.append({
                         "logsnr": logsnr, "layer": name,

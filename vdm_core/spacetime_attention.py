@@ -35,6 +35,13 @@ class SpaceTimeAttention(ProjectedAttention):
     >= num_video_frames) attend only to themselves, as in temporal attention.
     """
 
+    def packed_qkv(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """The packed q/k/v of x (B T, C, H, W) over each clip's T HW positions, frame-major.
+        # (B, T HW, 3, heads, C / heads)"""
+        bt, c, h, w = x.shape
+        y = self.norm(x).view(bt // t, t, c, h * w).transpose(2, 3).reshape(bt // t, -1, c)
+        return self.qkv(y.contiguous()).view(bt // t, t * h * w, 3, self.heads, c // self.heads)
+
     def forward(self, x: torch.Tensor, allowed: torch.Tensor | None, t: int,
                 odd_emb: torch.Tensor | None = None) -> torch.Tensor:
         """(B T, C, H, W) with T = t frames per sample; allowed (B, T, T) or None (every frame
@@ -42,8 +49,7 @@ class SpaceTimeAttention(ProjectedAttention):
         -> (B T, C, H, W)."""
         bt, c, h, w = x.shape
         b = bt // t
-        y = self.norm(x).view(b, t, c, h * w).transpose(2, 3).reshape(b, t * h * w, c)
-        qkv = self.qkv(y.contiguous()).view(b, t * h * w, 3, self.heads, c // self.heads)
+        qkv = self.packed_qkv(x, t)  # (B, T HW, 3, heads, d)
         bias = None
         if allowed is not None:
             blocked = torch.zeros(b, t * h * w, t * h * w, device=x.device, dtype=qkv.dtype)
