@@ -9,7 +9,8 @@ gives the attention mass on the object's positions in the *other* frames (what p
 colour over the clip needs) against that share of the clip's positions (what uniform attention
 gives), the attention's entropy as a share of uniform's, and the size of the layer's output
 against its input. A layer that has learned to gather the object puts far more than the
-uniform share there.
+uniform share there. A layer on a grid finer than `KV_SIZE` attends to keys pooled to that grid,
+so there the object's key positions are those of the pooled grid.
 """
 
 import argparse
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from report.common import ROOT, command_line, display_path, write_section
 from vdm_core.data import EVAL_SEEDS, world_clip
 from vdm_core.schedule import q_sample
-from vdm_core.spacetime_attention import SpaceTimeAttention
+from vdm_core.spacetime_attention import KV_SIZE, SpaceTimeAttention, pooled_keys, pools_keys
 from vdm_core.unet3d import UNet3D
 from vdm_core.video_io import frames_to_tensor
 
@@ -40,26 +41,39 @@ def object_cells(frames: np.ndarray, grid: int, min_share: float = 0.25) -> torc
     return (share >= min_share).flatten(1)
 
 
+def key_grid(grid: int) -> int:
+    """The grid of a layer's keys: its own, or KV_SIZE where the layer pools them."""
+    return KV_SIZE if pools_keys(grid, grid) else grid
+
+
 def attention_probabilities(layer: SpaceTimeAttention, x: torch.Tensor, t: int) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) of the layer on its input x (B T, C, H, W), every frame one
-    video.  # (B, heads, T HW, T HW)"""
-    q, k, _ = layer.packed_qkv(x, t).unbind(2)  # each (B, T HW, heads, d)
+    video, keys pooled as the layer pools them.  # (B, heads, T HW, T HW_k)"""
+    qkv = layer.packed_qkv(x, t)  # (B, T HW, 3, heads, d)
+    q, k = qkv[:, :, 0], qkv[:, :, 1]  # each (B, T HW, heads, d)
+    h, w = x.shape[-2:]
+    if key_grid(h) != h:
+        k = pooled_keys(qkv[:, :, 1:2], t, h, w, KV_SIZE)[:, :, 0]  # (B, T KV^2, heads, d)
     scores = torch.einsum("bnhd,bmhd->bhnm", q, k) / q.shape[-1] ** 0.5
     return scores.softmax(-1)
 
 
-def object_mass(p: torch.Tensor, cells: torch.Tensor) -> tuple[float, float]:
-    """For attention p (heads, N, N) over the N = T P positions of one clip and its object cells
-    (T, P): the mean attention mass that a query on the object puts on the object's positions in
-    the other frames, and the share of the clip's positions that those are (uniform attention's
-    mass), averaged over the object's queries and the heads."""
+def object_mass(p: torch.Tensor, cells: torch.Tensor,
+                key_cells: torch.Tensor | None = None) -> tuple[float, float]:
+    """For attention p (heads, N, N_k) from the N = T P positions of one clip to its N_k = T P_k
+    keys, its object cells (T, P) and the keys' object cells (T, P_k; default: cells): the mean
+    attention mass that a query on the object puts on the object's positions in the other
+    frames, and the share of the keys that those are (uniform attention's mass), averaged over
+    the object's queries and the heads."""
+    key_cells = cells if key_cells is None else key_cells
     t, pixels = cells.shape
-    on = cells.flatten()  # (N,)
+    on, on_key = cells.flatten(), key_cells.flatten()  # (N,), (N_k,)
     frame = torch.arange(t).repeat_interleave(pixels)  # (N,)
-    target = on[None, :] & (frame[None, :] != frame[:, None])  # (N, N): key on object, other frame
+    key_frame = torch.arange(t).repeat_interleave(key_cells.shape[1])  # (N_k,)
+    target = on_key[None, :] & (key_frame[None, :] != frame[:, None])  # (N, N_k)
     queries = on.nonzero()[:, 0]
     mass = (p[:, queries] * target[queries]).sum(-1).mean().item()
-    share = target[queries].float().sum(-1).mean().item() / on.numel()
+    share = target[queries].float().sum(-1).mean().item() / on_key.numel()
     return mass, share
 
 
@@ -87,9 +101,11 @@ def probe(model: UNet3D, clips: list, seed: int = 0) -> list[dict]:
                     inp, out = inputs[name]
                     p = attention_probabilities(layer, inp, t)  # (B, heads, N, N)
                     grid = inp.shape[-1]
-                    if grid not in cells:
-                        cells[grid] = [object_cells(c.frames, grid) for c in clips]
-                    masses = [object_mass(p[i], cells[grid][i]) for i in range(len(clips))]
+                    for g in (grid, key_grid(grid)):
+                        if g not in cells:
+                            cells[g] = [object_cells(c.frames, g) for c in clips]
+                    masses = [object_mass(p[i], cells[grid][i], cells[key_grid(grid)][i])
+                              for i in range(len(clips))]
                     entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
                     rows.append({
                         "logsnr": logsnr, "layer": name,

@@ -9,7 +9,7 @@ import torch
 
 from vdm_core.attention import packed_attention, relative_position_bucket, temporal_attention_mask
 from vdm_core.diffusion import model_denoiser
-from vdm_core.spacetime_attention import SpaceTimeAttention
+from vdm_core.spacetime_attention import KV_SIZE, SpaceTimeAttention
 from vdm_core.temporal_attention import TemporalAttention
 from vdm_core.unet3d import UNet3D, UNetConfig, backprop_frames
 
@@ -323,6 +323,39 @@ def test_spacetime_attention_is_full_attention_over_the_clip_and_keeps_images_ap
     assert moved[2, :, 3, 3].max() > 1e-3  # reaches the far corner two frames later
     assert moved[t:t + 2].max() == 0  # sample 1's video frames never see its image frame
     assert moved[t + 2, :, 3, 3].max() > 1e-3  # the image still mixes within itself
+
+
+def test_spacetime_attention_on_a_fine_grid_queries_every_pixel_against_pooled_keys():
+    torch.manual_seed(1)
+    layer = SpaceTimeAttention(16, head_dim=8).eval()
+    with torch.no_grad():
+        layer.out.weight.normal_(0, 0.3)
+    b, t, c, h, w = 2, 3, 16, 2 * KV_SIZE, 2 * KV_SIZE  # keys pooled over 2x2 blocks
+    x = torch.randn(b * t, c, h, w)  # (B T, C, H, W)
+    allowed = temporal_attention_mask(t, torch.tensor([t, 2]), x.device)
+    with torch.no_grad():
+        out = layer(x, allowed, t)
+        tokens = layer.norm(x).view(b, t, c, h * w).transpose(2, 3)  # (B, T, HW, C)
+        q, k, v = layer.qkv(tokens).view(b, t, h, w, 3, layer.heads, -1).unbind(4)
+        k, v = (a.view(b, t, KV_SIZE, 2, KV_SIZE, 2, layer.heads, -1).mean(dim=(3, 5))
+                for a in (k, v))  # each (B, T, KV, KV, heads, d): the mean of each 2x2 block
+        q, k, v = (a.flatten(1, 3).transpose(1, 2) for a in (q, k, v))  # (B, heads, N, d)
+        scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # (B, heads, T HW, T KV^2)
+        q_frame = torch.arange(t).repeat_interleave(h * w)
+        k_frame = torch.arange(t).repeat_interleave(KV_SIZE * KV_SIZE)
+        keep = allowed[:, q_frame][:, :, k_frame][:, None]  # (B, 1, T HW, T KV^2)
+        y = scores.masked_fill(~keep, float("-inf")).softmax(-1) @ v  # (B, heads, T HW, d)
+        ref = layer.out(y.transpose(1, 2).flatten(2))  # (B, T HW, C)
+        ref = x + ref.view(b, t, h * w, c).transpose(2, 3).reshape(b * t, c, h, w)
+    torch.testing.assert_close(out, ref)
+
+    nudged = x.clone()
+    nudged[0, :, 0, 0] += 1.0  # sample 0, frame 0, one corner pixel
+    nudged[t + 2, :, 0, 0] += 1.0  # sample 1's image frame
+    with torch.no_grad():
+        moved = (layer(nudged, allowed, t) - out).abs()
+    assert moved[2, :, h - 1, w - 1].max() > 1e-5  # the far corner two frames later
+    assert moved[t:t + 2].max() == 0  # sample 1's video frames never see its image frame
 
 
 def test_spacetime_attention_grows_a_saved_model_into_the_same_function(tmp_path, model):
