@@ -2,7 +2,7 @@
 
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +92,20 @@ def eval_clips(section: str, n: int, num_frames: int, size: int) -> list[Clip]:
     """The first n held-out world clips of a section, num_frames frames of size x size."""
     start, stop = seed_range(section, n)
     return [world_clip(seed, num_frames, size) for seed in EVAL_SEEDS[start:stop]]
+
+
+def one_object_clips(n: int, num_frames: int = 16, size: int = 32,
+                     seeds: Iterable[int] = EVAL_SEEDS) -> list[Clip]:
+    """The first n world clips with a single object among `seeds` (the held-out EVAL_SEEDS by
+    default), in seed order."""
+    clips = []
+    for seed in seeds:
+        clip = world_clip(int(seed), num_frames, size)
+        if len(clip.scene.objects) == 1:
+            clips.append(clip)
+            if len(clips) == n:
+                return clips
+    raise ValueError(f"only {len(clips)} one-object clips among the seeds, asked for {n}")
 
 
 def batch(clips: Sequence[Clip], frames: slice) -> torch.Tensor:

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from report.common import ROOT, display_path, write_section
+from report.common import ROOT, display_path, one_object_clips, write_section
 from report.stats import t_interval
-from vdm_core.data import EVAL_SEEDS, PALETTE, Clip, render_clip, world_clip
+from vdm_core.data import PALETTE, Clip, render_clip
 from vdm_core.diffusion import model_denoiser
 from vdm_core.metrics import identity_kept, motion_stats
 from vdm_core.pipeline import VideoDiffusionPipeline
@@ -48,16 +48,6 @@ LOGSNRS = (-8.0, -6.0, -5.0, -4.0, -3.0, -2.0)
 COLOURS = tuple(PALETTE)
 SECTION = "colour-pooling"
 TITLE = "Where unconditional samples lose identity"
-
-
-def one_object_clips(n: int, num_frames: int = 16, size: int = 32) -> list[Clip]:
-    """The first n held-out world clips with a single object (EVAL_SEEDS order)."""
-    clips = [c for c in (world_clip(s, num_frames, size) for s in EVAL_SEEDS)
-             if len(c.scene.objects) == 1]
-    if len(clips) < n:
-        raise ValueError(f"only {len(clips)} one-object clips among the held-out seeds, "
-                         f"asked for {n}")
-    return clips[:n]
 
 
 def recoloured(clip: Clip) -> torch.Tensor:

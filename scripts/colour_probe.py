@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from report.common import ROOT, command_line, display_path, write_section
-from vdm_core.data import BACKGROUND, EVAL_SEEDS, PALETTE, Clip, world_clip
+from report.common import ROOT, command_line, display_path, one_object_clips, write_section
+from vdm_core.data import BACKGROUND, PALETTE, TRAIN_SEED_LIMIT, Clip
 from vdm_core.diffusion import x_hat_from_output
 from vdm_core.schedule import q_sample
 from vdm_core.unet3d import UNet3D
@@ -40,18 +40,6 @@ LOGSNRS = (-6.0, -5.0, -4.0)
 COLOURS = tuple(PALETTE)
 SECTION = "colour-probe"
 TITLE = "Where the colour is lost: linear probes at heavy noise"
-
-
-def one_object(seeds, n: int, size: int) -> list[Clip]:
-    """The first n one-object 16-frame world clips among `seeds`."""
-    clips = []
-    for seed in seeds:
-        clip = world_clip(int(seed), 16, size)
-        if len(clip.scene.objects) == 1:
-            clips.append(clip)
-            if len(clips) == n:
-                return clips
-    raise ValueError(f"only {len(clips)} one-object clips among the seeds, asked for {n}")
 
 
 def coverage(frames: np.ndarray) -> torch.Tensor:
@@ -219,8 +207,8 @@ def main(argv=None) -> None:
     if len(size) != 1:
         raise SystemExit(f"--model: the models differ in frame size ({sorted(size)})")
     size = size.pop()
-    train = one_object(range(10**6), args.train_clips, size)
-    test = one_object(EVAL_SEEDS, args.test_clips, size)
+    train = one_object_clips(args.train_clips, 16, size, seeds=range(TRAIN_SEED_LIMIT))
+    test = one_object_clips(args.test_clips, 16, size)
     tables = {name: probe_table(model, train, test, logsnrs) for name, model in models.items()}
     section = f"## {TITLE}\n\n" + markdown(
         tables, logsnrs, len(train), len(test),

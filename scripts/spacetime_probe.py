@@ -21,8 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from report.common import ROOT, command_line, display_path, write_section
-from vdm_core.data import EVAL_SEEDS, world_clip
+from report.common import ROOT, command_line, display_path, one_object_clips, write_section
 from vdm_core.schedule import q_sample
 from vdm_core.spacetime_attention import KV_SIZE, SpaceTimeAttention, pooled_keys, pools_keys
 from vdm_core.unet3d import UNet3D
@@ -149,8 +148,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     start = time.time()
     model = UNet3D.from_pretrained(args.model)
-    clips = [c for c in (world_clip(s) for s in EVAL_SEEDS) if len(c.scene.objects) == 1]
-    rows = probe(model, clips[:args.clips])
+    rows = probe(model, one_object_clips(args.clips))
     text = markdown(display_path(Path(args.model)), rows, args.clips,
                     command_line("scripts/spacetime_probe.py", argv), (time.time() - start) / 60)
     write_section(Path(args.out), text, args.section)
