@@ -98,7 +98,7 @@ def probe(model: UNet3D, clips: list, seed: int = 0) -> list[dict]:
                 model(q_sample(x, level, eps), level)
                 for name, layer in layers:
                     inp, out = inputs[name]
-                    p = attention_probabilities(layer, inp, t)  # (B, heads, N, N)
+                    p = attention_probabilities(layer, inp, t)  # (B, heads, N, N_k)
                     grid = inp.shape[-1]
                     for g in (grid, key_grid(grid)):
                         if g not in cells:
