@@ -295,6 +295,16 @@ def test_temporal_attention_at_full_resolution_starts_as_an_exact_zero_then_mixe
         UNet3D.from_pretrained(tmp_path / "grown", temporal_resolutions=())
 
 
+def nudged_change(layer, x: torch.Tensor, allowed: torch.Tensor, t: int) -> torch.Tensor:
+    """|layer(x') - layer(x)| where x' nudges one corner pixel of sample 0's frame 0 and of
+    sample 1's frame 2 (x is (B T, C, H, W) with B = 2).  # (B T, C, H, W)"""
+    nudged = x.clone()
+    nudged[0, :, 0, 0] += 1.0  # sample 0, frame 0, one corner pixel
+    nudged[t + 2, :, 0, 0] += 1.0  # sample 1's frame 2
+    with torch.no_grad():
+        return (layer(nudged, allowed, t) - layer(x, allowed, t)).abs()
+
+
 def test_spacetime_attention_is_full_attention_over_the_clip_and_keeps_images_apart():
     torch.manual_seed(0)
     layer = SpaceTimeAttention(16, head_dim=8).eval()
@@ -315,11 +325,7 @@ def test_spacetime_attention_is_full_attention_over_the_clip_and_keeps_images_ap
         ref = x + ref.view(b, t, h * w, c).transpose(2, 3).reshape(b * t, c, h, w)
     torch.testing.assert_close(out, ref)
 
-    nudged = x.clone()
-    nudged[0, :, 0, 0] += 1.0  # sample 0, frame 0, one corner pixel
-    nudged[t + 2, :, 0, 0] += 1.0  # sample 1's image frame
-    with torch.no_grad():
-        moved = (layer(nudged, allowed, t) - out).abs()  # (B T, C, H, W)
+    moved = nudged_change(layer, x, allowed, t)  # (B T, C, H, W)
     assert moved[2, :, 3, 3].max() > 1e-3  # reaches the far corner two frames later
     assert moved[t:t + 2].max() == 0  # sample 1's video frames never see its image frame
     assert moved[t + 2, :, 3, 3].max() > 1e-3  # the image still mixes within itself
@@ -349,11 +355,7 @@ def test_spacetime_attention_on_a_fine_grid_queries_every_pixel_against_pooled_k
         ref = x + ref.view(b, t, h * w, c).transpose(2, 3).reshape(b * t, c, h, w)
     torch.testing.assert_close(out, ref)
 
-    nudged = x.clone()
-    nudged[0, :, 0, 0] += 1.0  # sample 0, frame 0, one corner pixel
-    nudged[t + 2, :, 0, 0] += 1.0  # sample 1's image frame
-    with torch.no_grad():
-        moved = (layer(nudged, allowed, t) - out).abs()
+    moved = nudged_change(layer, x, allowed, t)
     assert moved[2, :, h - 1, w - 1].max() > 1e-5  # the far corner two frames later
     assert moved[t:t + 2].max() == 0  # sample 1's video frames never see its image frame
 
