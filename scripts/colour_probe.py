@@ -192,6 +192,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "docs" / "recipe.md"))
     parser.add_argument("--section", default=SECTION, help="the markers' name in --out")
+    parser.add_argument("--title", default=TITLE, help="the section's heading")
     args = parser.parse_args(argv)
     try:
         logsnrs = tuple(float(v) for v in args.logsnrs.split(","))
@@ -210,7 +211,7 @@ def main(argv=None) -> None:
     train = one_object_clips(args.train_clips, 16, size, seeds=range(TRAIN_SEED_LIMIT))
     test = one_object_clips(args.test_clips, 16, size)
     tables = {name: probe_table(model, train, test, logsnrs) for name, model in models.items()}
-    section = f"## {TITLE}\n\n" + markdown(
+    section = f"## {args.title}\n\n" + markdown(
         tables, logsnrs, len(train), len(test),
         command_line("scripts/colour_probe.py", argv), (time.time() - t0) / 60)
     write_section(Path(args.out), section, args.section)

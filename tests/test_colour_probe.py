@@ -52,8 +52,10 @@ def test_the_table_reads_the_colour_of_clean_inputs_at_the_object(tmp_path, rand
     out = tmp_path / "recipe.md"
     out.write_text("# recipe\n")
     probe.main(["--model", str(tmp_path / "tiny"), "--train-clips", "60", "--test-clips", "12",
-                "--logsnrs", "6", "--out", str(out)])
-    lines = out.read_text().splitlines()
+                "--logsnrs", "6", "--out", str(out), "--title", "Probe of tiny"])
+    text = out.read_text()
+    assert "## Probe of tiny\n" in text and "--title 'Probe of tiny'" in text
+    lines = text.splitlines()
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines if line.startswith("| ")}
     labels = [r for r in rows if r not in ("stage", "---|---|---|---|")]
     assert labels[0] == "z_t" and labels[-1] == "x_hat" and "mid" in labels
