@@ -20,6 +20,7 @@ DOCS = ROOT / "docs"
 # Each section draws its clips from its own block of EVAL_SEEDS.
 SEED_BLOCKS = {"extension": 0, "cfg": 64, "long_video": 96, "prediction": 128, "super": 160,
                "interpolation": 192, "table4": 224}
+CAPTION_SEEDS = EVAL_SEEDS[128:]  # the model card's held-out captions (scripts/model_card.py)
 
 
 @dataclass
@@ -51,6 +52,18 @@ MOTION_LIMIT = (
     "model's job (issue #14), not the sampler's.")
 
 QUICK = dict(samples=2, steps=8, w_r_grid=(DEFAULT_W_R,), tuning_rows=False)
+
+
+def sample_batches(pipe, captions: Sequence[str], w: float, steps: int, batch: int,
+                   seed: int) -> list:
+    """One 16-frame video per caption, `batch` at a time, the batch starting at caption i seeded
+    with seed + i: the model card's samples."""
+    videos = []
+    for i in range(0, len(captions), batch):
+        g = torch.Generator().manual_seed(seed + i)
+        videos += pipe(list(captions[i:i + batch]), num_inference_steps=steps, guidance_weight=w,
+                       generator=g).videos
+    return videos
 
 
 def write_section(path: Path, section: str, name: str) -> None:

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from report.common import CAPTION_SEEDS, sample_batches
 from report.stats import wilson
 from vdm_core.conditional import predict
 from vdm_core.data import EVAL_SEEDS, world_clip
@@ -42,8 +43,8 @@ from vdm_core.train import TrainConfig
 from vdm_core.video_io import frame_strip, frames_to_tensor
 
 WEIGHTS = (0.0, 1.0, 2.0, 4.0)
-CAPTION_SEEDS = EVAL_SEEDS[128:]  # a block of held-out seeds no other report uses for captions
 MOTION_KEYS = ("acceleration", "presence", "area_cv", "shape_consistency", "identity_kept")
+DEFAULT_MODEL = "assets/model"
 PREDICTION_SEEDS = EVAL_SEEDS[-16:]  # the diagnosis's prediction clips (docs/recipe.md) and more
 GIVEN, PREDICTED = 4, 12  # prediction from 4 given frames over the next 12 (issue #14's bar)
 PHASE_FLAGS = ("steps", "batch_size", "lr", "weighting", "init_from", "workers")  # the recipe
@@ -94,16 +95,6 @@ def describe_phases(phases: list[dict]) -> str:
                      f"{phase['step'] * tc['batch_size']:,} clips in {wall_text} of training "
                      f"steps on {phase['hardware']}; `vdm-train {flags}`")
     return "\n".join(lines)
-
-
-def sample_batches(pipe, captions, w, steps, batch, seed):
-    """Sample one 16-frame video per caption, `batch` at a time, seeded per batch."""
-    videos = []
-    for i in range(0, len(captions), batch):
-        g = torch.Generator().manual_seed(seed + i)
-        videos += pipe(captions[i:i + batch], num_inference_steps=steps, guidance_weight=w,
-                       generator=g).videos
-    return videos
 
 
 def match_by_count(matches: list[bool], counts: list[int]) -> dict[int, tuple[int, int]]:
@@ -172,7 +163,7 @@ def targets(rows, uncond: dict, truth: dict, pred: dict) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="assets/model")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--steps", type=int, default=APP_DEFAULTS.steps)
     parser.add_argument("--batch", type=int, default=16)
@@ -240,6 +231,7 @@ def main(argv=None) -> None:
     matched = round(best[1].mean * args.samples)
     status = (f"**Status: {verdict}** ({matched}/{args.samples} = {best[1].mean:.0%} at "
               f"w = {best[0]:g}; target >= 80% on >= 64 samples).")
+    model_flag = "" if args.model == DEFAULT_MODEL else f" --model {args.model}"
     card = f"""# Model card: Video Diffusion Explorer, bouncing-shapes text-to-video
 
 A {n_params / 1e6:.1f}M-parameter factorized 3D U-Net (Ho et al. 2022, sec. 3) trained from
@@ -297,8 +289,8 @@ frame scoring {MISSING_PX:g} px (half the frame). Leaving such objects out inste
 measure. Direction of the predicted motion over frames {GIVEN - 1}-{GIVEN - 1 + DIRECTION_SPAN}
 against the true motion at frame {GIVEN - 1}: {way(pred['direction'])} (right / opposite).
 
-Generated in {(time.time() - t0) / 60:.0f} min by `python scripts/model_card.py --samples
-{args.samples} --steps {args.steps}`.
+Generated in {(time.time() - t0) / 60:.0f} min by `python scripts/model_card.py{model_flag}
+--samples {args.samples} --steps {args.steps}`.
 """
     (model_dir / "MODEL_CARD.md").write_text(card)
     print(card)

@@ -39,6 +39,17 @@ def randomized_unet():
     return make_randomized_unet
 
 
+@pytest.fixture
+def tiny_model_dir(tmp_path) -> Path:
+    """A randomized tiny U-Net (test_unet.TINY with 16x16 frames) saved in tmp_path / "tiny"."""
+    from dataclasses import replace
+
+    from test_unet import TINY
+
+    make_randomized_unet(replace(TINY, image_size=16)).save_pretrained(tmp_path / "tiny")
+    return tmp_path / "tiny"
+
+
 @contextmanager
 def tiny_pipeline(**config) -> Iterator:
     """A pipeline over a tiny U-Net (16x16 frames, window 16) whose zero-initialised layers are

@@ -1,6 +1,5 @@
 """scripts/colour_probe.py: pooling at the object, the linear probe, and the whole table."""
 
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -44,14 +43,10 @@ def test_the_probe_separates_linearly_separable_colours_and_not_noise():
     assert probe.probe_accuracy(noise_train, y_train, noise_test, y_test) < 0.45
 
 
-def test_the_table_reads_the_colour_of_clean_inputs_at_the_object(tmp_path, randomized_unet):
-    from test_unet import TINY
-
-    model = randomized_unet(replace(TINY, image_size=16))
-    model.save_pretrained(tmp_path / "tiny")
+def test_the_table_reads_the_colour_of_clean_inputs_at_the_object(tmp_path, tiny_model_dir):
     out = tmp_path / "recipe.md"
     out.write_text("# recipe\n")
-    probe.main(["--model", str(tmp_path / "tiny"), "--train-clips", "60", "--test-clips", "12",
+    probe.main(["--model", str(tiny_model_dir), "--train-clips", "60", "--test-clips", "12",
                 "--logsnrs", "6", "--out", str(out), "--title", "Probe of tiny"])
     text = out.read_text()
     assert "## Probe of tiny\n" in text and "--title 'Probe of tiny'" in text

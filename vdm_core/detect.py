@@ -193,7 +193,7 @@ def caption_objects(caption: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in _CAPTION_OBJECT.finditer(caption.lower())]
 
 
-def _fraction(detections: list[list[Detection]], colour: str, shape: str | None) -> float:
+def detected_fraction(detections: list[list[Detection]], colour: str, shape: str | None) -> float:
     """Fraction of frames with a detection of ``colour`` (and ``shape`` unless None)."""
     hits = [
         any(d.colour == colour and shape in (None, d.shape) for d in frame) for frame in detections
@@ -219,10 +219,10 @@ def caption_mismatches(
     the caption does not name is detected in ``min_fraction`` of the frames or more.
     """
     wanted = caption_objects(caption)
-    present = {c: _fraction(detections, c, None) >= min_fraction for c in COLOUR_NAMES}
+    present = {c: detected_fraction(detections, c, None) >= min_fraction for c in COLOUR_NAMES}
     return {
         "absent": any(not present[c] for c, _ in wanted),
-        "shape": any(present[c] and _fraction(detections, c, s) < min_fraction
+        "shape": any(present[c] and detected_fraction(detections, c, s) < min_fraction
                      for c, s in wanted),
         "extra": any(present[c] for c in set(COLOUR_NAMES) - {c for c, _ in wanted}),
     }
