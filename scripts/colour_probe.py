@@ -30,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from report.common import ROOT, command_line, display_path, one_object_clips, write_section
+from report.linear_probe import probe_accuracy
 from vdm_core.data import BACKGROUND, PALETTE, TRAIN_SEED_LIMIT, Clip
 from vdm_core.diffusion import x_hat_from_output
 from vdm_core.schedule import q_sample
@@ -112,38 +113,6 @@ def features(model: UNet3D, clips: list[Clip], logsnr: float, seed: int,
             for label, parts in out.items()}, grid
 
 
-def fit_probe(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-3,
-              iters: int = 100) -> tuple[torch.Tensor, torch.Tensor, nn.Linear]:
-    """A multinomial logistic regression on standardised x (N, D) for labels y (N,), fitted by
-    L-BFGS from zero (deterministic). Returns the standardisation (mean, std) and the layer."""
-    x = x.double()
-    mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
-    xs = (x - mean) / std
-    layer = nn.Linear(x.shape[1], len(COLOURS)).double()
-    nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
-    opt = torch.optim.LBFGS(layer.parameters(), max_iter=iters, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(layer(xs), y) + l2 * layer.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return mean, std, layer
-
-
-@torch.no_grad()
-def probe_accuracy(train: torch.Tensor, y_train: torch.Tensor, test: torch.Tensor,
-                   y_test: torch.Tensor) -> float:
-    """Held-out accuracy of a linear probe fitted on (train, y_train)."""
-    with torch.enable_grad():
-        mean, std, layer = fit_probe(train, y_train)
-    predicted = layer((test.double() - mean) / std).argmax(1)
-    return (predicted == y_test).double().mean().item()
-
-
 def probe_table(model: UNet3D, train: list[Clip], test: list[Clip],
                 logsnrs=LOGSNRS) -> list[dict]:
     """One row per recorded stage: its grid and width, and per level the held-out accuracy of
@@ -158,7 +127,7 @@ def probe_table(model: UNet3D, train: list[Clip], test: list[Clip],
             row = rows.setdefault(label, {"label": label, "grid": grid[label]})
             for k, kind in enumerate(("clip", "object")):
                 row[(logsnr, kind)] = probe_accuracy(f_train[label][k], y_train,
-                                                     f_test[label][k], y_test)
+                                                     f_test[label][k], y_test, len(COLOURS))
     return list(rows.values())
 
 

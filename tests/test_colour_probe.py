@@ -31,18 +31,6 @@ def test_pool_averages_the_clip_and_the_object_cells_at_the_stage_grid():
     assert torch.allclose(whole, torch.tensor([[104.0, 104.0, 104.0]]) / 8)
 
 
-def test_the_probe_separates_linearly_separable_colours_and_not_noise():
-    g = torch.Generator().manual_seed(0)
-    k = len(probe.COLOURS)
-    centres = 3.0 * torch.randn(k, 5, generator=g)  # (K, D)
-    y_train, y_test = torch.arange(240) % k, torch.arange(60) % k
-    x_train = centres[y_train] + 0.3 * torch.randn(240, 5, generator=g)
-    x_test = centres[y_test] + 0.3 * torch.randn(60, 5, generator=g)
-    assert probe.probe_accuracy(x_train, y_train, x_test, y_test) == 1.0
-    noise_train, noise_test = torch.randn(240, 5, generator=g), torch.randn(60, 5, generator=g)
-    assert probe.probe_accuracy(noise_train, y_train, noise_test, y_test) < 0.45
-
-
 def test_the_table_reads_the_colour_of_clean_inputs_at_the_object(tmp_path, tiny_model_dir):
     out = tmp_path / "recipe.md"
     out.write_text("# recipe\n")
