@@ -66,6 +66,14 @@ def sample_batches(pipe, captions: Sequence[str], w: float, steps: int, batch: i
     return videos
 
 
+def add_section_args(parser, section: str, title: str) -> None:
+    """The options of a script that writes one section of docs/recipe.md: --out (the markdown
+    file), --section (its markers' name) and --title (its heading)."""
+    parser.add_argument("--out", default=str(DOCS / "recipe.md"))
+    parser.add_argument("--section", default=section, help="the markers' name in --out")
+    parser.add_argument("--title", default=title, help="the section's heading")
+
+
 def write_section(path: Path, section: str, name: str) -> None:
     """Put `section` between the markers `<!-- name:start -->` and `<!-- name:end -->` of the
     markdown file `path`, appending them at its end when they are not there yet."""

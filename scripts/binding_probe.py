@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from report.common import ROOT, command_line, display_path, write_section
+from report.common import add_section_args, command_line, display_path, write_section
 from report.linear_probe import probe_hits
 from report.stats import wilson
 from vdm_core.data import EVAL_SEEDS, PALETTE, SHAPES, TRAIN_SEED_LIMIT, world_clip
@@ -85,9 +85,7 @@ def main(argv=None) -> None:
                         help="a model folder; repeat to probe several on the same captions")
     parser.add_argument("--train", type=int, default=2000, help="training-seed captions")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "recipe.md"))
-    parser.add_argument("--section", default=SECTION, help="the markers' name in --out")
-    parser.add_argument("--title", default=TITLE, help="the section's heading")
+    add_section_args(parser, SECTION, TITLE)
     args = parser.parse_args(argv)
     if args.train < 2 * len(COLOURS):
         raise SystemExit(f"--train must be at least {2 * len(COLOURS)}, got {args.train}")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from report.common import (
     CAPTION_SEEDS,
-    ROOT,
+    add_section_args,
     command_line,
     display_path,
     sample_batches,
@@ -53,12 +53,12 @@ def failure_counts(videos, captions: list[str]) -> dict[int, dict[str, int]]:
     counts: dict[int, dict[str, int]] = {}
     for video, caption in zip(videos, captions, strict=True):
         detections = detect_clip(video)
-        reasons = {**caption_mismatches(detections, caption),
-                   "swapped": swapped(detections, caption)}
+        mismatches = caption_mismatches(detections, caption)
+        failed = any(mismatches.values())
+        reasons = {**mismatches, "swapped": swapped(detections, caption)}
         row = counts.setdefault(len(caption_objects(caption)),
                                 {"samples": 0, "matched": 0, **dict.fromkeys(REASONS, 0)})
         row["samples"] += 1
-        failed = any(reasons[r] for r in ("absent", "shape", "extra"))
         row["matched"] += not failed
         for reason in REASONS:
             row[reason] += failed and reasons[reason]
@@ -91,9 +91,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=APP_DEFAULTS.steps)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "recipe.md"))
-    parser.add_argument("--section", default=SECTION, help="the markers' name in --out")
-    parser.add_argument("--title", default=TITLE, help="the section's heading")
+    add_section_args(parser, SECTION, TITLE)
     args = parser.parse_args(argv)
     if not 1 <= args.samples <= len(CAPTION_SEEDS):
         raise SystemExit(f"--samples must be 1..{len(CAPTION_SEEDS)}, got {args.samples}")

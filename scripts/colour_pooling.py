@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from report.common import ROOT, display_path, one_object_clips, write_section
+from report.common import add_section_args, display_path, one_object_clips, write_section
 from report.stats import t_interval
 from vdm_core.data import PALETTE, Clip, render_clip
 from vdm_core.diffusion import model_denoiser
@@ -231,9 +231,7 @@ def main(argv=None) -> None:
                         help="with two models and --samplers: also sample with each model above "
                              "this log-SNR and the other below it")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "recipe.md"))
-    parser.add_argument("--section", default=SECTION, help="the markers' name in --out")
-    parser.add_argument("--title", default=TITLE, help="the section's heading")
+    add_section_args(parser, SECTION, TITLE)
     args = parser.parse_args(argv)
     settings = parse_samplers(args.samplers)
     if args.switch_at is not None and (len(args.model) != 2 or not settings):

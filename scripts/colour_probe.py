@@ -29,7 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from report.common import ROOT, command_line, display_path, one_object_clips, write_section
+from report.common import (
+    add_section_args,
+    command_line,
+    display_path,
+    one_object_clips,
+    write_section,
+)
 from report.linear_probe import probe_accuracy
 from vdm_core.data import BACKGROUND, PALETTE, TRAIN_SEED_LIMIT, Clip
 from vdm_core.diffusion import x_hat_from_output
@@ -159,9 +165,7 @@ def main(argv=None) -> None:
     parser.add_argument("--test-clips", type=int, default=96)
     parser.add_argument("--logsnrs", default=",".join(f"{v:g}" for v in LOGSNRS))
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "recipe.md"))
-    parser.add_argument("--section", default=SECTION, help="the markers' name in --out")
-    parser.add_argument("--title", default=TITLE, help="the section's heading")
+    add_section_args(parser, SECTION, TITLE)
     args = parser.parse_args(argv)
     try:
         logsnrs = tuple(float(v) for v in args.logsnrs.split(","))
