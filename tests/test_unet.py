@@ -360,17 +360,23 @@ def test_spacetime_attention_on_a_fine_grid_queries_every_pixel_against_pooled_k
     assert moved[t:t + 2].max() == 0  # sample 1's video frames never see its image frame
 
 
+def assert_grown_starts_as_the_same_function(model: UNet3D, grown: UNet3D, layers) -> None:
+    """`grown` (model grown by `layers`, each with a zero output projection `.out`) computes
+    model's function bit for bit, and a different one once those projections are redrawn."""
+    z, logsnr, states, mask = inputs(2, 5)
+    with torch.no_grad():
+        assert torch.equal(grown(z, logsnr, states, mask), model(z, logsnr, states, mask))
+        for layer in layers:
+            layer.out.weight.normal_(0, 0.2)
+        assert not torch.allclose(grown(z, logsnr, states, mask), model(z, logsnr, states, mask))
+
+
 def test_spacetime_attention_grows_a_saved_model_into_the_same_function(tmp_path, model):
     model.save_pretrained(tmp_path)
     grown = UNet3D.from_pretrained(tmp_path, spacetime_resolutions=(4,))
     added = [m for m in grown.modules() if isinstance(m, SpaceTimeAttention)]
     assert len(added) == 3  # the coarsest level's down stage and its two up stages
-    z, logsnr, states, mask = inputs(2, 5)
-    with torch.no_grad():
-        assert torch.equal(grown(z, logsnr, states, mask), model(z, logsnr, states, mask))
-        for block in added:
-            block.out.weight.normal_(0, 0.2)
-        assert not torch.allclose(grown(z, logsnr, states, mask), model(z, logsnr, states, mask))
+    assert_grown_starts_as_the_same_function(model, grown, added)
     grown.save_pretrained(tmp_path / "grown")
     assert UNet3D.from_pretrained(tmp_path / "grown").config.spacetime_resolutions == (4,)
     with pytest.raises(RuntimeError, match="unexpected"):

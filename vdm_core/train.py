@@ -12,11 +12,12 @@ checkpoint, `--init-from assets/model` starts from the shipped EMA weights (fres
 `--window-start-max N --frameskips 1,4` trains on world windows starting anywhere in frames
 [0, N], at a frameskip drawn from the set (the paper's frameskip-1 and -4 clips), captioned with
 the motion at their first frame; `--frameskip-conditioning` gives the U-Net the frameskip as an
-input (added zero-initialised to --init-from's weights; so do `--temporal-resolutions` and
-`--spacetime-resolutions` add attention), `--added-lr-mult K` trains the layers so added at K
-times --lr and `--freeze-init` trains them alone. `--break-time-symmetry S` adds a random odd
-part of scale S to the temporal attention biases at the start of a run. `--export-only`
-re-exports the EMA weights of --out-dir's checkpoint to --export-dir.
+input (added zero-initialised to --init-from's weights; so do `--temporal-resolutions`,
+`--spacetime-resolutions` and `--cross-attention-resolutions` add attention), `--added-lr-mult
+K` trains the layers so added at K times --lr and `--freeze-init` trains them alone.
+`--break-time-symmetry S` adds a random odd part of scale S to the temporal attention biases at
+the start of a run. `--export-only` re-exports the EMA weights of --out-dir's checkpoint to
+--export-dir.
 """
 
 import argparse
@@ -52,6 +53,7 @@ from .records import (
     truncate_log,
     write_earlier_log,
 )
+from .train_data import encoded_batches, make_stream, parse_frameskips
 from .unet3d import UNet3D, UNetConfig
 
 
@@ -93,17 +95,6 @@ class TrainConfig:
     export_only: bool = False
 
 
-def parse_frameskips(text: str) -> tuple[int, ...]:
-    """--frameskips "1,4" -> (1, 4); each must be a positive integer."""
-    try:
-        skips = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        skips = ()
-    if not skips or min(skips) < 1:
-        raise ValueError(f"--frameskips must be positive integers like 1,4, got {text!r}")
-    return skips
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to `lr` over `warmup_steps`, then constant (the paper uses a constant rate)."""
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
@@ -115,70 +106,6 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: f
     d = min(decay, (1 + step) / (10 + step))
     for e, p in zip(ema.parameters(), model.parameters(), strict=True):
         e.lerp_(p.detach(), 1.0 - d)
-
-
-def make_stream(cfg: TrainConfig, image_size: int, rank: int):
-    """The procedural world (default) or a folder of the user's own videos."""
-    if cfg.data == "world":
-        from .data import WorldStream
-
-        return WorldStream(seed=cfg.seed * 1000 + rank, batch_size=cfg.batch_size,
-                           num_frames=cfg.num_frames, image_frames=cfg.image_frames,
-                           size=image_size, window_start_max=cfg.window_start_max,
-                           frameskips=parse_frameskips(cfg.frameskips))
-    if cfg.image_frames:
-        raise ValueError("--image-frames needs the procedural world; use --image-frames 0 with "
-                         "a video folder")
-    from .video_folder import VideoFolderStream
-
-    return VideoFolderStream(cfg.data, batch_size=cfg.batch_size, num_frames=cfg.num_frames,
-                             size=image_size, frame_skip=cfg.frame_skip,
-                             seed=cfg.seed * 1000 + rank)
-
-
-class _EncodedWorldBatches(torch.utils.data.Dataset):
-    """Batches start, start + 1, ... of a WorldStream with their captions' token states, so that
-    DataLoader workers can render and encode them ahead of the training step."""
-
-    def __init__(self, stream, start: int, count: int) -> None:
-        self.stream, self.start, self.count = stream, start, count
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, i: int):
-        from .text import get_text_encoder
-
-        batch = self.stream.batch_at(self.start + i)
-        states, mask = get_text_encoder().encode(batch.captions)
-        return batch, states, mask
-
-
-def _init_worker(_worker_id: int) -> None:
-    """One thread per worker; SIGTERM/SIGINT sent to the whole process group (Ctrl-C, `timeout`)
-    are left to the main process, which finishes its step and checkpoints before it exits."""
-    torch.set_num_threads(1)
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, signal.SIG_IGN)
-
-
-def encoded_batches(stream, cfg: TrainConfig, remaining: int, pin_memory: bool):
-    """Yield (batch, states, mask) for the next `remaining` batches of `stream`, advancing its
-    position as each one is consumed (so a checkpoint taken between steps resumes exactly)."""
-    from .text import get_text_encoder
-
-    if not cfg.workers:
-        encoder = get_text_encoder()
-        for batch in stream:
-            yield (batch, *encoder.encode(batch.captions))
-        return
-    loader = torch.utils.data.DataLoader(
-        _EncodedWorldBatches(stream, stream.batch_index, remaining), batch_size=None,
-        num_workers=cfg.workers, worker_init_fn=_init_worker, prefetch_factor=4,
-        pin_memory=pin_memory, multiprocessing_context="spawn")  # no fork of a CUDA process
-    for item in loader:
-        stream.batch_index += 1
-        yield item
 
 
 def save_sample_grid(ema: UNet3D, path: Path, step: int) -> None:
@@ -392,7 +319,7 @@ def fit(run: Run, net: torch.nn.Module, device: torch.device) -> None:
     """Train until --steps or SIGTERM/SIGINT: log, checkpoint (every --ckpt-minutes or
     --ckpt-every steps, at the end and on the signal) and preview along the way."""
     cfg = run.cfg
-    batches = encoded_batches(run.stream, cfg, max(1, cfg.steps - run.step),
+    batches = encoded_batches(run.stream, cfg.workers, max(1, cfg.steps - run.step),
                               device.type == "cuda")
     stop = {"signal": None}
 
@@ -455,6 +382,8 @@ MODEL_FLAGS = {
                             "attention), e.g. 32 for temporal mixing at full resolution",
     "spacetime_resolutions": "resolutions that get joint space-time attention over all frames "
                              "and pixels of a clip, e.g. 8 (docs/recipe.md)",
+    "cross_attention_resolutions": "resolutions where every pixel also attends to the caption's "
+                                   "token states, e.g. 16,8 (docs/recipe.md)",
     "head_dim": None, "dropout": None, "image_size": None, "parameterization": None,
     "frameskip_conditioning": "give the U-Net the frameskip as a conditioning input",
     "conditioned_odd_bias": "let the conditioning (caption, log-SNR, frameskip) add an odd "

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vdm_core.attention import ProjectedAttention, packed_attention, temporal_attention_mask
+from vdm_core.cross_attention import TextCrossAttention
 from vdm_core.layers import SpaceConv, frame_norm, zero_init
 from vdm_core.spacetime_attention import SpaceTimeAttention
 from vdm_core.temporal_attention import TemporalAttention
@@ -33,7 +34,7 @@ from vdm_core.temporal_attention import TemporalAttention
 CONFIG_NAME = "config.json"
 # UNetConfig fields that add layers starting at zero, so saved weights can grow by them
 GROWN_FIELDS = ("frameskip_conditioning", "conditioned_odd_bias", "odd_bias_text_pool",
-                "temporal_resolutions", "spacetime_resolutions")
+                "temporal_resolutions", "spacetime_resolutions", "cross_attention_resolutions")
 MAX_FRAMESKIP = 64  # the frameskip whose features sit where logsnr's at t = 1 do
 WEIGHTS_NAME = "model.safetensors"
 _BACKPROP_FRAMES: ContextVar[tuple[int, ...] | None] = ContextVar("backprop_frames", default=None)
@@ -81,6 +82,7 @@ class UNetConfig:
     odd_bias_text_pool: bool = False  # the odd bias reads its own text pooling (docs/recipe.md)
     temporal_resolutions: tuple[int, ...] = ()  # temporal attention alone (no spatial) here
     spacetime_resolutions: tuple[int, ...] = ()  # joint space-time attention added here
+    cross_attention_resolutions: tuple[int, ...] = ()  # per-token text cross-attention here
 
     def __post_init__(self) -> None:
         if self.odd_bias_text_pool and not self.conditioned_odd_bias:
@@ -100,7 +102,7 @@ class UNetConfig:
         defaults, so a model saved before `frameskip_conditioning` existed loads with it off."""
         d = dict(d)
         for key in ("channel_mults", "attn_resolutions", "temporal_resolutions",
-                    "spacetime_resolutions"):
+                    "spacetime_resolutions", "cross_attention_resolutions"):
             if key in d:
                 d[key] = tuple(d[key])
         return cls(**d)
@@ -267,9 +269,11 @@ class UNet3D(nn.Module):
 
         self.norm_out = frame_norm(ch)
         self.conv_out = zero_init(SpaceConv(ch, cfg.channels))
-        has_attention = [any(isinstance(m, (AttentionBlock, TemporalAttention, SpaceTimeAttention))
-                             for m in stage.modules()) for stage in self.up]
-        # self.up[tail_start:] and the output layers act on each frame alone (`backprop_frames`)
+        attention = (AttentionBlock, TemporalAttention, SpaceTimeAttention, TextCrossAttention)
+        has_attention = [any(isinstance(m, attention) for m in stage.modules())
+                         for stage in self.up]
+        # self.up[tail_start:] are lone ResBlocks and resamplers (`_tail`), and with the output
+        # layers they act on each frame alone (`backprop_frames`)
         self.tail_start = max((i + 1 for i, a in enumerate(has_attention) if a), default=0)
 
     def _stage(self, c_in: int, c_out: int, res: int) -> nn.ModuleList:
@@ -280,6 +284,8 @@ class UNet3D(nn.Module):
             blocks.append(temporal_attention(c_out, self.config))
         if res in self.config.spacetime_resolutions:
             blocks.append(SpaceTimeAttention(c_out, self.config.head_dim))
+        if res in self.config.cross_attention_resolutions:
+            blocks.append(TextCrossAttention(c_out, self.config.text_dim, self.config.head_dim))
         return nn.ModuleList(blocks)
 
     def _text(self, text_states, text_mask, b: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -331,15 +337,17 @@ class UNet3D(nn.Module):
         odd_emb = self.odd_embed(emb, text_states, text_mask)  # (B, E) or None
         emb = emb.repeat_interleave(t, dim=0)  # (B T, E)
         allowed = temporal_attention_mask(t, num_video_frames, z.device)
+        text = self._text(text_states, text_mask, b, z.device)  # for TextCrossAttention
 
         h = self.conv_in(z.transpose(1, 2).reshape(b * t, -1, height, width))  # (B T, C, H, W)
         hs = [h]
         for stage in self.down:
-            h = self._run_stage(stage, h, emb, odd_emb, allowed, t)
+            h = self._run_stage(stage, h, emb, odd_emb, allowed, t, text)
             hs.append(h)
         h = self.mid[2](self.mid[1](self.mid[0](h, emb), allowed, t, odd_emb), emb)
         for stage in self.up[:self.tail_start]:
-            h = self._run_stage(stage, self._with_skip(stage, h, hs), emb, odd_emb, allowed, t)
+            h = self._run_stage(stage, self._with_skip(stage, h, hs), emb, odd_emb, allowed, t,
+                                text)
         frames = _BACKPROP_FRAMES.get()
         if frames is None or not torch.is_grad_enabled():
             out = self._tail(h, hs, emb)
@@ -348,14 +356,18 @@ class UNet3D(nn.Module):
         return out.view(b, t, *out.shape[1:]).transpose(1, 2)  # (B, C, T, H, W)
 
     @staticmethod
-    def _run_stage(stage: nn.Module, h, emb, odd_emb, allowed, t: int) -> torch.Tensor:
+    def _run_stage(stage: nn.Module, h, emb, odd_emb, allowed, t: int, text) -> torch.Tensor:
         """One entry of self.down / self.up: a ResBlock (+ attention) stage or a resampler. emb
-        (B T, E) goes to the ResBlock, odd_emb (B, E) or None to the attention."""
+        (B T, E) goes to the ResBlock, odd_emb (B, E) or None to the attention, text (states
+        (B, L, D), bool mask (B, L)) to the text cross-attention."""
         if not isinstance(stage, nn.ModuleList):
             return stage(h)
         h = stage[0](h, emb)
         for block in stage[1:]:
-            h = block(h, allowed, t, odd_emb)
+            if isinstance(block, TextCrossAttention):
+                h = block(h, *text, t)
+            else:
+                h = block(h, allowed, t, odd_emb)
         return h
 
     @staticmethod
@@ -416,9 +428,10 @@ class UNet3D(nn.Module):
         adds the frameskip input, `conditioned_odd_bias=True` adds each temporal attention's
         `odd_from_emb`, `odd_bias_text_pool=True` adds the odd bias's own text pooling, and
         extra `temporal_resolutions` add temporal attention at those resolutions, extra
-        `spacetime_resolutions` joint space-time attention (`SpaceTimeAttention`). The loaded
-        model's outputs then equal the saved model's bit for bit (at any frameskip); any other
-        mismatch between weights and config is refused.
+        `spacetime_resolutions` joint space-time attention (`SpaceTimeAttention`), extra
+        `cross_attention_resolutions` per-token text cross-attention (`TextCrossAttention`). The
+        loaded model's outputs then equal the saved model's bit for bit (at any frameskip); any
+        other mismatch between weights and config is refused.
         """
         return cls.load_grown(directory, **config_overrides)[0]
 
@@ -448,7 +461,8 @@ class UNet3D(nn.Module):
 def grown_names(config: UNetConfig, saved: UNetConfig) -> set[str]:
     """State-dict names that a model of `config` has and one of `saved` lacks: the layers that
     `UNet3D.from_pretrained` grows (the GROWN_FIELDS: the frameskip input, the conditioned odd
-    bias and its own text pooling, extra temporal or space-time attention), whose output starts
+    bias and its own text pooling, extra temporal, space-time or text cross-attention), whose
+    output starts
     at zero. Both models are built on torch's meta device: no memory, no random draws."""
     with torch.device("meta"):
         grown = UNet3D(config).state_dict()
