@@ -76,10 +76,14 @@ def add_section_args(parser, section: str, title: str) -> None:
 
 def write_section(path: Path, section: str, name: str) -> None:
     """Put `section` between the markers `<!-- name:start -->` and `<!-- name:end -->` of the
-    markdown file `path`, appending them at its end when they are not there yet."""
+    markdown file `path`, appending them at its end when they are not there yet (a missing
+    file is created with the section alone)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = path.read_text()
-    head = text[:text.index(start)] if start in text else text.rstrip() + "\n\n"
+    text = path.read_text() if path.exists() else ""
+    if start in text:
+        head = text[:text.index(start)]
+    else:
+        head = text.rstrip() + "\n\n" if text.strip() else ""
     tail = text[text.index(end) + len(end):] if end in text else "\n"
     path.write_text(f"{head}{start}\n{section}\n{end}{tail}")
 

@@ -160,6 +160,9 @@ def test_write_section_appends_once_then_replaces_between_its_markers(tmp_path):
     assert doc.read_text() == ("# Title\n\nintro\n\n<!-- arms:start -->\nsecond\nrow\n"
                                "<!-- arms:end -->\n\n<!-- diagnosis:start -->\ndiag\n"
                                "<!-- diagnosis:end -->\n")
+    new = tmp_path / "new.md"  # a file that does not exist yet: created with the section alone
+    write_section(new, "only", "arms")
+    assert new.read_text() == "<!-- arms:start -->\nonly\n<!-- arms:end -->\n"
 
 
 def test_cfg_reading_computes_the_paired_gain_headroom_and_failure_reasons():
