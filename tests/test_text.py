@@ -134,3 +134,18 @@ def test_shared_instance_and_bad_input(encoder):
         encoder.encode(["ok", 3])
     with pytest.raises(ValueError, match="between 3 and 512"):
         TextEncoder(max_tokens=1000)
+
+
+def test_word_positions_locate_each_words_pieces_in_the_encoded_sequence(encoder):
+    caption = "a magenta triangle moving left and a red circle moving up"
+    positions = encoder.word_positions(caption)
+    assert positions[:3] == [[1], [2, 3], [4]]  # "magenta" is two pieces after [CLS] and "a"
+    flat = [p for word in positions for p in word]
+    states, mask = encoder.encode([caption])
+    assert flat == list(range(1, int(mask.sum()) - 1))  # every piece between [CLS] and [SEP]
+    # a word's positions hold its own states: another colour word changes exactly those
+    other, _ = encoder.encode([caption.replace("magenta", "yellow", 1)])
+    assert encoder.word_positions(caption.replace("magenta", "yellow", 1))[1] == [2]
+    assert not torch.allclose(states[0, 2], other[0, 2])
+    assert TextEncoder(max_tokens=5).word_positions(caption)[1:3] == [[2, 3], []]  # cut
+    assert encoder.word_positions("  ") == []

@@ -48,17 +48,26 @@ class TextCrossAttention(nn.Module):
         allowed = torch.cat([text_mask.new_ones(b, 1), text_mask], dim=1)  # (B, L + 1)
         return k, v, allowed[:, None, None, :]
 
-    def forward(self, x: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor,
-                t: int) -> torch.Tensor:
-        """x (B T, C, H, W) with t frames per sample, text_states (B, L, text_dim), text_mask
-        (B, L) bool -> (B T, C, H, W)."""
+    def attention(self, x: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor,
+                  t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each pixel's attention weights over [null token, tokens] and the values they mix.
+        x (B T, C, H, W) with t frames per sample.  # (B, heads, T HW, L + 1), (B, heads, L + 1, d)
+        """
         bt, c, h, w = x.shape
         b = bt // t
         y = self.norm(x).view(b, t, c, h * w).transpose(2, 3).reshape(b, t * h * w, c)
         q = self.q(y).view(b, t * h * w, self.heads, c // self.heads).transpose(1, 2)
         k, v, allowed = self.keys(text_states.to(q.dtype), text_mask)
         scores = q @ k.transpose(-1, -2) * (c // self.heads) ** -0.5  # (B, heads, T HW, L + 1)
-        weights = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+        return scores.masked_fill(~allowed, float("-inf")).softmax(-1), v
+
+    def forward(self, x: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor,
+                t: int) -> torch.Tensor:
+        """x (B T, C, H, W) with t frames per sample, text_states (B, L, text_dim), text_mask
+        (B, L) bool -> (B T, C, H, W)."""
+        bt, c, h, w = x.shape
+        b = bt // t
+        weights, v = self.attention(x, text_states, text_mask, t)
         y = (weights @ v).transpose(1, 2).reshape(b, t * h * w, c)  # (B, T HW, C)
         y = self.out(y)
         return x + y.view(b, t, h * w, c).transpose(2, 3).reshape(bt, c, h, w)

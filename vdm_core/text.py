@@ -126,6 +126,23 @@ class TextEncoder:
             pieces = self._tokenizer.tokenize(caption)
         return len(pieces) + 2 > self.max_tokens  # + [CLS] and [SEP]
 
+    def word_positions(self, caption: str) -> list[list[int]]:
+        """For each whitespace-separated word of the caption, the positions of its word pieces in
+        `encode`'s token sequence ([CLS] is position 0); a word cut by max_tokens has fewer or
+        none. E.g. "a magenta circle" -> [[1], [2, 3], [4]] ("mage", "##nta")."""
+        _check_caption(caption)
+        words = caption.split()
+        if not words:
+            return []
+        with self._lock:
+            tokens = self._tokenizer(words, is_split_into_words=True, max_length=self.max_tokens,
+                                     truncation=True)
+        positions: list[list[int]] = [[] for _ in words]
+        for position, word in enumerate(tokens.word_ids()):
+            if word is not None:
+                positions[word].append(position)
+        return positions
+
     def _encode_one(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
         """States (L, 384) and mask (L,) of one caption alone; the caller holds the lock."""
         if is_unconditional(caption):
