@@ -13,9 +13,11 @@ over heads and frames, and reports:
 
 - colour words: the weight on the two objects' colour words together (what the layer reads of
   colour at all);
-- own share: the weight on the pixel's own object's colour word over the weight on both colour
+- own colour: the weight on the pixel's own object's colour word over the weight on both colour
   words. 0.50 is a layer that reads colour without binding it (as the pooled vector reaches
-  every pixel alike); 1.00 reads only its own object's colour.
+  every pixel alike); 1.00 reads only its own object's colour;
+- own words: the same share for each object's colour and shape words together (a pixel may
+  read its colour from its shape word, whose encoder state knows the colour next to it).
 
 Mean over clips with a 95% t-interval.
 """
@@ -38,6 +40,7 @@ from vdm_core.video_io import frames_to_tensor
 
 SECTION = "cross-attention-probe"
 TITLE = "Does each object read its own colour word? The cross-attention's weights"
+COLUMNS = ("colour words", "own colour", "own words")
 OWN, OTHER = 0.5, 0.1  # a pixel belongs to one object: its coverage above OWN, the other's below
 
 
@@ -55,16 +58,17 @@ def two_object_clips(n: int, num_frames: int = 16):
     raise ValueError(f"only {len(clips)} two-object clips among the held-out seeds, asked for {n}")
 
 
-def colour_positions(encoder, caption: str, n_objects: int) -> list[list[int]]:
-    """The token positions of each object's colour word. A world caption joins "a {colour}
-    {shape} moving {direction}" parts with "and"; directions have one or three words."""
+def object_words(encoder, caption: str, n_objects: int) -> list[dict[str, list[int]]]:
+    """The token positions of each object's colour and shape words: [{"colour": [...], "shape":
+    [...]}, ...]. A world caption joins "a {colour} {shape} moving {direction}" parts with
+    "and"; directions have one or three words."""
     words = caption.split()
     positions = encoder.word_positions(caption)
     starts = [i for i, word in enumerate(words)
               if word == "a" and (i == 0 or words[i - 1] == "and")]
     if len(starts) != n_objects:
         raise ValueError(f"cannot find {n_objects} objects in the caption {caption!r}")
-    return [positions[i + 1] for i in starts]
+    return [{"colour": positions[i + 1], "shape": positions[i + 2]} for i in starts]
 
 
 def object_masks(clip, size: int) -> np.ndarray:
@@ -103,37 +107,48 @@ class WeightRecorder:
         return record
 
 
+def weight_on(per_pixel: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
+    """Each pixel's weight (per_pixel (N, L + 1), column 0 the null token) summed over each
+    group of token positions.  # (groups, N)"""
+    return torch.stack([per_pixel[:, [p + 1 for p in group]].sum(1) for group in groups])
+
+
 @torch.no_grad()
 def clip_shares(model: UNet3D, recorder: WeightRecorder, clip, logsnr: float,
-                seed: int) -> dict[str, tuple[float, float]]:
-    """Per layer: (weight on both colour words, own share) at the single-object pixels of one
-    clip noised to logsnr (noise from `seed`), averaged over objects, heads and frames."""
+                seed: int) -> dict[str, dict[str, float]]:
+    """Per layer, at the single-object pixels of one clip noised to logsnr (noise from `seed`),
+    averaged over objects, heads and frames: "colour words" (the weight on both objects' colour
+    words), "own colour" (the own object's share of it) and "own words" (the own object's share
+    of the weight on both objects' colour and shape words)."""
     encoder = get_text_encoder()
     states, mask = encoder.encode([clip.caption])  # (1, L, D), (1, L)
     x = frames_to_tensor(clip.frames)[None]  # (1, C, T, H, W)
     eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
     level = torch.full((1,), float(logsnr))
     model(q_sample(x, level, eps), level, states, mask)
-    colours = colour_positions(encoder, clip.caption, len(clip.scene.objects))
+    objects = object_words(encoder, clip.caption, len(clip.scene.objects))
     out = {}
     for name, (weights, size) in recorder.weights.items():
         per_pixel = weights[0].mean(0)  # (T HW, L + 1), token i at column i + 1
-        on = torch.stack([per_pixel[:, [p + 1 for p in c]].sum(1) for c in colours])  # (n, T HW)
-        masks = torch.from_numpy(object_masks(clip, size)).reshape(len(colours), -1)
-        both, own = [], []
-        for i in range(len(colours)):
+        colour = weight_on(per_pixel, [o["colour"] for o in objects])  # (n_objects, T HW)
+        both = weight_on(per_pixel, [o["colour"] + o["shape"] for o in objects])
+        masks = torch.from_numpy(object_masks(clip, size)).reshape(len(objects), -1)
+        cells: dict[str, list[float]] = {"colour words": [], "own colour": [], "own words": []}
+        for i in range(len(objects)):
             if masks[i].any():
-                mine, theirs = on[i, masks[i]], on[1 - i, masks[i]]
-                both.append(float((mine + theirs).mean()))
-                own.append(float((mine / (mine + theirs)).mean()))
-        if own:
-            out[name] = (float(np.mean(both)), float(np.mean(own)))
+                mine, theirs = colour[i, masks[i]], colour[1 - i, masks[i]]
+                cells["colour words"].append(float((mine + theirs).mean()))
+                cells["own colour"].append(float((mine / (mine + theirs)).mean()))
+                mine, theirs = both[i, masks[i]], both[1 - i, masks[i]]
+                cells["own words"].append(float((mine / (mine + theirs)).mean()))
+        if cells["own colour"]:
+            out[name] = {k: float(np.mean(v)) for k, v in cells.items()}
     return out
 
 
 def probe(model: UNet3D, clips, logsnrs: list[float]) -> dict[tuple[int, float], dict]:
-    """{(grid size, logsnr): {"colour words": Cell, "own share": Cell}}, each over clips (a
-    clip's value: the mean over the layers at that grid)."""
+    """{(grid size, logsnr): {column: Cell}} for the COLUMNS of `clip_shares`, each over clips
+    (a clip's value: the mean over the layers at that grid)."""
     recorder = WeightRecorder(model)
     rows: dict[tuple[int, float], dict[str, list[float]]] = {}
     for k, clip in enumerate(clips):
@@ -142,9 +157,9 @@ def probe(model: UNet3D, clips, logsnrs: list[float]) -> dict[tuple[int, float],
             sizes = {name: recorder.weights[name][1] for name in shares}
             for size in set(sizes.values()):
                 at = [shares[name] for name in shares if sizes[name] == size]
-                row = rows.setdefault((size, logsnr), {"colour words": [], "own share": []})
-                row["colour words"].append(float(np.mean([both for both, _ in at])))
-                row["own share"].append(float(np.mean([own for _, own in at])))
+                row = rows.setdefault((size, logsnr), {key: [] for key in COLUMNS})
+                for key in COLUMNS:
+                    row[key].append(float(np.mean([layer[key] for layer in at])))
     return {key: {k: t_interval(v) for k, v in row.items()} for key, row in sorted(rows.items())}
 
 
@@ -155,11 +170,11 @@ def report(title: str, model_path: str, table: dict, n_clips: int, minutes: floa
              "with fixed noise and denoised once with their caption. Cells: mean over clips "
              "[95%] of each grid's cross-attention layers, at the pixels only one object "
              f"covers. Model: {model_path}.", "",
-             "| grid | log-SNR | weight on the colour words | own colour's share |",
-             "|---|---|---|---|"]
+             "| grid | log-SNR | weight on the colour words | own colour's share | "
+             "own colour and shape words' share |", "|---|---|---|---|---|"]
     for (size, logsnr), cells in sorted(table.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
         lines.append(f"| {size}x{size} | {logsnr:+g} | {cells['colour words'].text(3)} | "
-                     f"{cells['own share'].text(2)} |")
+                     f"{cells['own colour'].text(2)} | {cells['own words'].text(2)} |")
     lines += ["", f"Generated in {minutes:.0f} min."]
     return "\n".join(lines)
 

@@ -17,14 +17,14 @@ from vdm_core.unet3d import UNet3D
 probe = load_script("cross_attention_probe")
 
 
-def test_colour_positions_find_each_objects_colour_pieces():
+def test_object_words_find_each_objects_colour_and_shape_pieces():
     encoder = get_text_encoder()
     caption = "a magenta square moving up and left and a red circle moving down"
-    magenta, red = probe.colour_positions(encoder, caption, 2)
-    # [CLS] a mage ##nta square moving up and left and a red: positions 0-11
-    assert magenta == [2, 3] and red == [11]
+    # [CLS] a mage ##nta square moving up and left and a red circle: positions 0-12
+    assert probe.object_words(encoder, caption, 2) == [{"colour": [2, 3], "shape": [4]},
+                                                       {"colour": [11], "shape": [12]}]
     with pytest.raises(ValueError, match="cannot find 2 objects"):
-        probe.colour_positions(encoder, "a red circle moving left", 2)
+        probe.object_words(encoder, "a red circle moving left", 2)
 
 
 def test_object_masks_keep_the_pixels_of_one_object_alone():
@@ -42,7 +42,8 @@ def test_object_masks_keep_the_pixels_of_one_object_alone():
 
 def test_uniform_attention_reads_each_colour_by_its_share_of_the_tokens(randomized_unet):
     """With its queries zeroed, a layer attends uniformly to [null, tokens]: the colour words get
-    (their pieces) / (tokens + 1) and each object's own share is its colour's pieces over both."""
+    (their pieces) / (tokens + 1) and each object's own share is its words' pieces over both
+    objects'."""
     model = randomized_unet(replace(TINY, image_size=32, attn_resolutions=(16,),
                                     cross_attention_resolutions=(16,)))
     layers = [m for m in model.modules() if isinstance(m, TextCrossAttention)]
@@ -54,15 +55,20 @@ def test_uniform_attention_reads_each_colour_by_its_share_of_the_tokens(randomiz
     clip = next(c for c in probe.two_object_clips(12) if "magenta" in c.caption
                 or "cyan" in c.caption)  # a two-piece colour word, so the shares differ
     encoder = get_text_encoder()
-    pieces = [len(p) for p in probe.colour_positions(encoder, clip.caption, 2)]
+    objects = probe.object_words(encoder, clip.caption, 2)
+    pieces = [len(o["colour"]) for o in objects]
+    words = [len(o["colour"]) + len(o["shape"]) for o in objects]
     tokens = int(encoder.encode([clip.caption])[1].sum())
     masks = probe.object_masks(clip, 16)
     shares = probe.clip_shares(model, recorder, clip, -2.0, seed=0)
     assert len(shares) == len(layers) == 3
-    own = np.mean([pieces[i] / sum(pieces) for i in range(2) if masks[i].any()])
-    for both, own_share in shares.values():
-        assert both == pytest.approx(sum(pieces) / (tokens + 1), rel=1e-5)
-        assert own_share == pytest.approx(own, rel=1e-5)
+    seen = [i for i in range(2) if masks[i].any()]
+    for cells in shares.values():
+        assert cells["colour words"] == pytest.approx(sum(pieces) / (tokens + 1), rel=1e-5)
+        assert cells["own colour"] == pytest.approx(
+            np.mean([pieces[i] / sum(pieces) for i in seen]), rel=1e-5)
+        assert cells["own words"] == pytest.approx(
+            np.mean([words[i] / sum(words) for i in seen]), rel=1e-5)
     assert probe.clip_shares(model, recorder, clip, -2.0, seed=0) == shares  # fixed noise
 
 
