@@ -35,6 +35,11 @@ class Cell:
 EMPTY = Cell(0, math.nan, math.nan, math.nan)
 
 
+def num(v: float) -> str:
+    """Four decimals, or two significant digits where that would print a non-zero as 0.0000."""
+    return f"{v:.1e}" if 0 < abs(v) < 5e-5 else f"{v:.4f}"
+
+
 def t_interval(values: Sequence[float]) -> Cell:
     """Mean +- t_{0.975, n-1} s / sqrt(n) over the finite values (nan/inf samples are dropped)."""
     v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)

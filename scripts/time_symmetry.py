@@ -34,7 +34,7 @@ import torch
 
 from report.common import ROOT, display_path, write_section
 from report.denoising import HELD_OUT, LOGSNRS, denoised
-from report.stats import t_interval
+from report.stats import num, t_interval
 from vdm_core.conditional import predict
 from vdm_core.data import EVAL_SEEDS, PALETTE, Scene, caption, world_clip
 from vdm_core.defaults import default_config
@@ -166,11 +166,6 @@ def denoising_rows(model, clips: list) -> list[str]:
         rows.append(f"| {name} | {num(mean.mean)} [{num(mean.lo)}, {num(mean.hi)}] | "
                     + " | ".join(num(m) for m in v.mean(axis=1)) + " |")
     return rows
-
-
-def num(v: float) -> str:
-    """Four decimals, or two significant digits where that would print a non-zero as 0.0000."""
-    return f"{v:.1e}" if 0 < abs(v) < 5e-5 else f"{v:.4f}"
 
 
 def share(cosines: np.ndarray) -> str:
