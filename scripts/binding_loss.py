@@ -18,7 +18,6 @@ Paired by clip and noise; mean over clips with a 95% t-interval.
 
 import argparse
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,8 @@ import torch
 from report.common import add_section_args, command_line, display_path, write_section
 from report.denoising import LOGSNRS, denoised
 from report.stats import num, t_interval
-from vdm_core.data import EVAL_SEEDS, Scene, caption, world_clip
+from vdm_core.data import EVAL_SEEDS, world_clip
+from vdm_core.metrics import swapped_caption
 from vdm_core.text import get_text_encoder
 from vdm_core.unet3d import UNet3D
 from vdm_core.video_io import frames_to_tensor
@@ -51,12 +51,6 @@ def binding_clips(n: int, num_frames: int = 16, size: int = 32) -> list:
     raise ValueError(f"only {len(clips)} such clips among the held-out seeds, asked for {n}")
 
 
-def swapped_caption(scene: Scene) -> str:
-    """The caption of a two-object scene with the two colours exchanged between the objects."""
-    a, b = scene.objects
-    return caption(Scene((replace(a, colour=b.colour), replace(b, colour=a.colour)), scene.size))
-
-
 def error_rises(model: UNet3D, clips: list) -> dict[str, np.ndarray]:
     """{"own error": the error with the true caption, "colours swapped" and "empty prompt": the
     error with that prompt minus it}, each (len(LOGSNRS), clips)."""
@@ -69,7 +63,7 @@ def error_rises(model: UNet3D, clips: list) -> dict[str, np.ndarray]:
 
     own = errors([c.caption for c in clips])
     return {"own error": own,
-            "colours swapped": errors([swapped_caption(c.scene) for c in clips]) - own,
+            "colours swapped": errors([swapped_caption(c.caption) for c in clips]) - own,
             "empty prompt": errors([""] * len(clips)) - own}
 
 

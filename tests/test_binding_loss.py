@@ -4,6 +4,7 @@ for a model that cannot read text."""
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 from conftest import load_script
 from test_unet import TINY
@@ -19,9 +20,11 @@ def test_swapped_caption_exchanges_the_colours_of_the_two_shapes_only():
     for clip in clips:
         (c0, s0), (c1, s1) = caption_objects(clip.caption)
         assert c0 != c1 and s0 != s1
-        swapped = probe.swapped_caption(clip.scene)
+        swapped = probe.swapped_caption(clip.caption)
         assert caption_objects(swapped) == [(c1, s0), (c0, s1)]
         assert swapped.replace(c0, "X").replace(c1, c0).replace("X", c1) == clip.caption
+    with pytest.raises(ValueError, match="two different colours"):
+        probe.swapped_caption("a red circle moving left")
 
 
 def test_error_rises_are_exactly_zero_without_a_text_path_and_not_with_one(randomized_unet):

@@ -448,3 +448,14 @@ def mirrored_caption(text: str) -> str:
     """The caption (or direction name) with every direction word replaced by its opposite, e.g.
     "a red circle moving up and left" -> "a red circle moving down and right"."""
     return re.sub(r"\b(left|right|up|down)\b", lambda m: _MIRROR[m.group(1)], text)
+
+
+def swapped_caption(text: str) -> str:
+    """The caption with its two colour words exchanged: "a red circle ... and a blue square ..."
+    -> "a blue circle ... and a red square ...", the same words with the colours on the other
+    objects. A caption that does not name exactly two different colours is refused."""
+    colours = [c for c, _ in caption_objects(text)]
+    if len(colours) != 2 or colours[0] == colours[1]:
+        raise ValueError(f"a swapped caption needs two different colours, got {text!r}")
+    a, b = colours
+    return re.sub(rf"\b({a}|{b})\b", lambda m: b if m.group(1) == a else a, text)
