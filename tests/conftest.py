@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,8 +103,12 @@ def running_app(model_dir: str | None) -> Iterator[str]:
 
 
 def load_script(name: str):
-    """scripts/<name>.py imported as a module (the scripts folder is not a package)."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    """scripts/<name>.py imported as a module (the scripts folder is not a package). The folder
+    goes on sys.path, as it is when a script runs, so scripts may import each other."""
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    if str(scripts) not in sys.path:
+        sys.path.append(str(scripts))
+    path = scripts / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
