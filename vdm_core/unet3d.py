@@ -4,8 +4,9 @@ Every convolution is space-only (1x3x3); each spatial attention block (attention
 frames as batch) is followed by a temporal attention block (attention over frames, pixels as
 batch) with a relative position bias. The log-SNR and the attention-pooled text vector (and,
 optionally, the frameskip) form one conditioning embedding that is added into every residual
-block. Frames after `num_video_frames` are independent images (joint video-image training): in
-temporal attention each attends only to itself.
+block; optionally (`cross_attention_resolutions`, not in the paper) pixels also attend to the
+caption's token states (`TextCrossAttention`). Frames after `num_video_frames` are independent
+images (joint video-image training): in temporal attention each attends only to itself.
 
 Inside the network every activation is frame-major, (B T, C, H, W): a space-only convolution is
 then a plain 2D convolution and a GroupNorm has per-frame statistics with no reshaping, so the
