@@ -119,18 +119,25 @@ def eval_clips(section: str, n: int, num_frames: int, size: int) -> list[Clip]:
     return [world_clip(seed, num_frames, size) for seed in EVAL_SEEDS[start:stop]]
 
 
-def one_object_clips(n: int, num_frames: int = 16, size: int = 32,
-                     seeds: Iterable[int] = EVAL_SEEDS) -> list[Clip]:
-    """The first n world clips with a single object among `seeds` (the held-out EVAL_SEEDS by
-    default), in seed order."""
+def clips_where(keep: Callable[[Clip], bool], n: int, what: str, num_frames: int = 16,
+                size: int = 32, seeds: Iterable[int] = EVAL_SEEDS) -> list[Clip]:
+    """The first n world clips among `seeds` (the held-out EVAL_SEEDS by default), in seed
+    order, for which keep(clip) holds; `what` names them in the error when there are fewer."""
     clips = []
     for seed in seeds:
         clip = world_clip(int(seed), num_frames, size)
-        if len(clip.scene.objects) == 1:
+        if keep(clip):
             clips.append(clip)
             if len(clips) == n:
                 return clips
-    raise ValueError(f"only {len(clips)} one-object clips among the seeds, asked for {n}")
+    raise ValueError(f"only {len(clips)} {what} among the seeds, asked for {n}")
+
+
+def one_object_clips(n: int, num_frames: int = 16, size: int = 32,
+                     seeds: Iterable[int] = EVAL_SEEDS) -> list[Clip]:
+    """The first n world clips with a single object among `seeds`, in seed order."""
+    return clips_where(lambda c: len(c.scene.objects) == 1, n, "one-object clips", num_frames,
+                       size, seeds)
 
 
 def batch(clips: Sequence[Clip], frames: slice) -> torch.Tensor:

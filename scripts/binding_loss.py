@@ -23,10 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from report.common import add_section_args, command_line, display_path, write_section
+from report.common import (
+    add_section_args,
+    clips_where,
+    command_line,
+    display_path,
+    write_section,
+)
 from report.denoising import LOGSNRS, denoised
 from report.stats import num, t_interval
-from vdm_core.data import EVAL_SEEDS, world_clip
 from vdm_core.metrics import swapped_caption
 from vdm_core.text import get_text_encoder
 from vdm_core.unet3d import UNet3D
@@ -36,19 +41,15 @@ SECTION = "binding-loss"
 TITLE = "How much the loss rewards binding: colours swapped between the shapes"
 
 
-def binding_clips(n: int, num_frames: int = 16, size: int = 32) -> list:
+def binding_clips(n: int) -> list:
     """The first n held-out world clips (EVAL_SEEDS order) of two objects that differ in both
     colour and shape."""
-    clips = []
-    for seed in EVAL_SEEDS:
-        clip = world_clip(int(seed), num_frames, size)
+    def differ(clip) -> bool:
         objects = clip.scene.objects
-        if (len(objects) == 2 and objects[0].colour != objects[1].colour
-                and objects[0].shape != objects[1].shape):
-            clips.append(clip)
-            if len(clips) == n:
-                return clips
-    raise ValueError(f"only {len(clips)} such clips among the held-out seeds, asked for {n}")
+        return (len(objects) == 2 and objects[0].colour != objects[1].colour
+                and objects[0].shape != objects[1].shape)
+
+    return clips_where(differ, n, "clips of two objects differing in colour and shape")
 
 
 def error_rises(model: UNet3D, clips: list) -> dict[str, np.ndarray]:

@@ -65,6 +65,11 @@ def failure_counts(videos, captions: list[str]) -> dict[int, dict[str, int]]:
     return counts
 
 
+def failure_cells(row: dict[str, int]) -> str:
+    """A `failure_counts` row as table cells: "matched/samples | absent | shape | ..."."""
+    return f"{row['matched']}/{row['samples']} | " + " | ".join(str(row[r]) for r in REASONS)
+
+
 def markdown(tables: dict[str, dict[int, dict[str, int]]], w: float, steps: int, command: str,
              minutes: float) -> str:
     lines = [f"`{command}`: the model card's held-out captions and samples at w = {w:g}, "
@@ -76,8 +81,7 @@ def markdown(tables: dict[str, dict[int, dict[str, int]]], w: float, steps: int,
              "|---|---|---|---|---|---|---|"]
     for name, table in tables.items():
         for n, row in sorted(table.items()):
-            lines.append(f"| {name} | {n} | {row['matched']}/{row['samples']} | "
-                         + " | ".join(str(row[r]) for r in REASONS) + " |")
+            lines.append(f"| {name} | {n} | {failure_cells(row)} |")
     lines += ["", f"Generated in {minutes:.0f} min."]
     return "\n".join(lines)
 

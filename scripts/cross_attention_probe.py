@@ -29,10 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from report.common import add_section_args, command_line, display_path, write_section
+from report.common import (
+    add_section_args,
+    clips_where,
+    command_line,
+    display_path,
+    write_section,
+)
 from report.stats import t_interval
 from vdm_core.cross_attention import TextCrossAttention
-from vdm_core.data import EVAL_SEEDS, positions_at, shape_coverage, world_clip
+from vdm_core.data import positions_at, shape_coverage
 from vdm_core.schedule import q_sample
 from vdm_core.text import get_text_encoder
 from vdm_core.unet3d import UNet3D
@@ -44,18 +50,14 @@ COLUMNS = ("colour words", "own colour", "own words")
 OWN, OTHER = 0.5, 0.1  # a pixel belongs to one object: its coverage above OWN, the other's below
 
 
-def two_object_clips(n: int, num_frames: int = 16):
+def two_object_clips(n: int) -> list:
     """The first n held-out world clips (EVAL_SEEDS order) with two objects of different
     colours."""
-    clips = []
-    for seed in EVAL_SEEDS:
-        clip = world_clip(int(seed), num_frames)
+    def two_colours(clip) -> bool:
         objects = clip.scene.objects
-        if len(objects) == 2 and objects[0].colour != objects[1].colour:
-            clips.append(clip)
-            if len(clips) == n:
-                return clips
-    raise ValueError(f"only {len(clips)} two-object clips among the held-out seeds, asked for {n}")
+        return len(objects) == 2 and objects[0].colour != objects[1].colour
+
+    return clips_where(two_colours, n, "two-object clips of two colours")
 
 
 def object_words(encoder, caption: str, n_objects: int) -> list[dict[str, list[int]]]:
