@@ -46,6 +46,23 @@ def final_state(out_dir: Path) -> dict:
     return {"model": ckpt["model"], "ema": ckpt["ema"], "step": ckpt["step"]}
 
 
+def straight_and_resumed(tmp_path: Path, steps: int, split_at: int, extra: list[str]) -> None:
+    """Train `steps` steps in tmp_path / "straight", and in tmp_path / "split" stop at
+    `split_at` and resume to `steps`: model and EMA must end bit for bit the same."""
+    straight = run_train(tmp_path / "straight", steps, *extra)
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+    first = run_train(tmp_path / "split", split_at, *extra)
+    assert first.wait(timeout=300) == 0, first.stdout.read()
+    resumed = run_train(tmp_path / "split", steps, *extra)
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    assert f"at step {split_at}" in out
+    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "split")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
+
+
 @pytest.mark.slow
 def test_sigkill_and_resume_gives_identical_weights(tmp_path):
     steps = 24
@@ -247,20 +264,9 @@ def test_frameskip_conditioning_from_init_weights_and_exact_resume(tmp_path):
     extra = ["--init-from", str(tmp_path / "base_export"), "--frameskip-conditioning",
              "--frameskips", "1,4", "--window-start-max", "8", "--ckpt-every", "1",
              "--added-lr-mult", "10"]
-    straight = run_train(tmp_path / "straight", 3, *extra)
-    assert straight.wait(timeout=300) == 0, straight.stdout.read()
-    first = run_train(tmp_path / "split", 1, *extra)
-    assert first.wait(timeout=300) == 0, first.stdout.read()
-    resumed = run_train(tmp_path / "split", 3, *extra)
-    out = resumed.communicate(timeout=300)[0]
-    assert resumed.returncode == 0, out
-    assert "at step 1" in out
-
-    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "split")
+    straight_and_resumed(tmp_path, 3, 1, extra)
+    a = final_state(tmp_path / "straight")
     assert any(key.startswith("frameskip_mlp.") for key in a["model"])
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-        assert torch.equal(a["ema"][key], b["ema"][key]), key
     ckpt = torch.load(tmp_path / "split" / "checkpoint.pt", map_location="cpu",
                       weights_only=False)
     assert ckpt["model_config"]["frameskip_conditioning"]

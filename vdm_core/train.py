@@ -15,9 +15,11 @@ the motion at their first frame; `--frameskip-conditioning` gives the U-Net the 
 input (added zero-initialised to --init-from's weights; so do `--temporal-resolutions`,
 `--spacetime-resolutions` and `--cross-attention-resolutions` add attention), `--added-lr-mult
 K` trains the layers so added at K times --lr and `--freeze-init` trains them alone.
-`--break-time-symmetry S` adds a random odd part of scale S to the temporal attention biases at
-the start of a run. `--export-only` re-exports the EMA weights of --out-dir's checkpoint to
---export-dir.
+`--swap-contrast W` adds W times a term that pays for which colour goes with which shape (the
+error with the colours swapped between the shapes must exceed the true caption's; see
+swap_contrast.py). `--break-time-symmetry S` adds a random odd part of scale S to the temporal
+attention biases at the start of a run. `--export-only` re-exports the EMA weights of
+--out-dir's checkpoint to --export-dir.
 """
 
 import argparse
@@ -53,6 +55,8 @@ from .records import (
     truncate_log,
     write_earlier_log,
 )
+from .swap_contrast import swap_contrast_loss, swap_rows
+from .text import get_text_encoder
 from .train_data import encoded_batches, make_stream, parse_frameskips
 from .unet3d import UNet3D, UNetConfig
 
@@ -69,6 +73,8 @@ class TrainConfig:
     freeze_init: bool = False  # train only the layers --init-from grows
     text_pool_lr_mult: float = 1.0  # learning rate of the shared text pooling, times --lr
     heavy_noise_share: float = 0.0  # extra share of noise levels drawn below log-SNR -4.5
+    swap_contrast: float = 0.0  # weight of the swap-contrastive term (swap_contrast.py); 0: off
+    swap_margin: float = 0.003  # its hinge width m, in per-pixel ||x_hat - x||^2
     break_time_symmetry: float = 0.0  # scale of a random odd part added to temporal biases
     warmup_steps: int = 200
     weight_decay: float = 0.0
@@ -171,7 +177,12 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("--window-start-max must be >= 0")
     if not 0.0 <= cfg.heavy_noise_share < 1.0:
         raise ValueError(f"--heavy-noise-share must be in [0, 1), got {cfg.heavy_noise_share}")
-    for name in ("lr", "added_lr_mult", "text_pool_lr_mult"):
+    if not (math.isfinite(cfg.swap_contrast) and cfg.swap_contrast >= 0):
+        raise ValueError(f"--swap-contrast must be a number >= 0, got {cfg.swap_contrast}")
+    if cfg.swap_contrast and cfg.data != "world":
+        raise ValueError("--swap-contrast needs the procedural world's captions (two objects "
+                         "of named colours and shapes); use it with --data world")
+    for name in ("lr", "added_lr_mult", "text_pool_lr_mult", "swap_margin"):
         if not math.isfinite(value := getattr(cfg, name)) or value <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
     frameskips = parse_frameskips(cfg.frameskips)
@@ -256,10 +267,28 @@ def build_run(cfg: TrainConfig, model_cfg: UNetConfig, device: torch.device, ran
     return run
 
 
+def swap_term(run: Run, net: torch.nn.Module, batch, device: torch.device):
+    """The swap-contrastive term on the batch's clips of two objects that differ in colour and
+    shape: (L_swap (R,), rise (R,)) from `swap_contrast_loss`, or None when there are none."""
+    rows, swapped = swap_rows(batch.captions)
+    if not rows:
+        return None
+    r = len(rows)
+    states, mask = get_text_encoder().encode([batch.captions[i] for i in rows] + swapped)
+    states, mask = states.to(device), mask.to(device)  # (2R, L, 384), (2R, L)
+    x = batch.video[rows, :, :batch.num_video_frames].to(device)  # (R, C, T, H, W)
+    skip = batch.frameskip[rows] if run.model_cfg.frameskip_conditioning else None
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.cfg.bf16):
+        return swap_contrast_loss(net, x, states[:r], mask[:r], states[r:], mask[r:],
+                                  run.cfg.swap_margin, run.model_cfg.parameterization,
+                                  run.generator, skip)
+
+
 def train_step(run: Run, net: torch.nn.Module, batch, states: torch.Tensor, mask: torch.Tensor,
-               device: torch.device) -> tuple[float, torch.Tensor]:
-    """One optimizer step on a batch (with conditioning dropout for classifier-free guidance)
-    and the EMA update; returns (loss, gradient norm before clipping)."""
+               device: torch.device) -> tuple[dict[str, float], torch.Tensor]:
+    """One optimizer step on a batch (with conditioning dropout for classifier-free guidance,
+    and the swap-contrastive term when --swap-contrast is on) and the EMA update; returns
+    ({"loss": the denoising loss[, "swap_loss", "swap_rise"]}, gradient norm before clipping)."""
     cfg, generator = run.cfg, run.generator
     x = batch.video.to(device)  # (B, C, T + N, H, W)
     drop = torch.rand(x.shape[0], generator=generator) < cfg.cond_drop
@@ -272,18 +301,28 @@ def train_step(run: Run, net: torch.nn.Module, batch, states: torch.Tensor, mask
         loss = diffusion_loss(net, x, states.to(device), mask.to(device), n_video.to(device),
                               cfg.weighting, generator, run.model_cfg.parameterization,
                               skip, cfg.heavy_noise_share).mean()
+    scalars, total = {"loss": loss.item()}, loss
+    swap = swap_term(run, net, batch, device) if cfg.swap_contrast else None
+    if swap is not None:
+        swap_loss, rise = swap
+        total = loss + cfg.swap_contrast * swap_loss.mean()
+        scalars |= {"swap_loss": swap_loss.mean().item(), "swap_rise": rise.mean().item()}
     run.opt.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
     run.opt.step()
     ema_update(run.ema, run.model, run.step, cfg.ema_decay)
     run.step += 1
-    return loss.item(), grad_norm
+    return scalars, grad_norm
 
 
-def write_log(run: Run, loss: float, grad_norm: torch.Tensor) -> dict:
-    """Append one record (mean loss since the last one) to the run's log.jsonl."""
-    record = {"step": run.step, "loss": loss, "grad_norm": float(grad_norm),
+def write_log(run: Run, scalars: list[dict[str, float]], grad_norm: torch.Tensor) -> dict:
+    """Append one record to the run's log.jsonl: each of the steps' scalars (the denoising
+    "loss", and "swap_loss" / "swap_rise" when the term ran) averaged over the steps since the
+    last record that have it."""
+    means = {k: float(np.mean([s[k] for s in scalars if k in s]))
+             for k in dict.fromkeys(k for s in scalars for k in s)}
+    record = {"step": run.step, **means, "grad_norm": float(grad_norm),
               "lr": lr_at(run.step - 1, run.cfg), "wall_time_s": round(run.wall, 1)}
     with run.log_path.open("a") as f:
         f.write(json.dumps(record) + "\n")
@@ -329,19 +368,19 @@ def fit(run: Run, net: torch.nn.Module, device: torch.device) -> None:
     handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     bar = tqdm(total=cfg.steps, initial=run.step, disable=run.rank != 0, desc="train",
                mininterval=1.0 if os.isatty(2) else 60.0)
-    last_ckpt, losses = time.time(), []
+    last_ckpt, scalars = time.time(), []
     try:
         while run.step < cfg.steps and stop["signal"] is None:
             t0 = time.time()
             batch, states, mask = next(batches)  # states (B, L, 384), mask (B, L)
-            loss, grad_norm = train_step(run, net, batch, states, mask, device)
+            step_scalars, grad_norm = train_step(run, net, batch, states, mask, device)
             run.wall += time.time() - t0
-            losses.append(loss)
+            scalars.append(step_scalars)
             bar.update(1)
             if run.rank == 0 and (run.step % cfg.log_every == 0 or run.step == cfg.steps):
-                record = write_log(run, sum(losses) / len(losses), grad_norm)
+                record = write_log(run, scalars, grad_norm)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
-                losses = []
+                scalars = []
             due_time = time.time() - last_ckpt >= cfg.ckpt_minutes * 60
             due_step = cfg.ckpt_every and run.step % cfg.ckpt_every == 0
             if due_time or due_step or run.step == cfg.steps:

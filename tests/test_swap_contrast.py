@@ -1,0 +1,133 @@
+"""The swap-contrastive training term: which clips it takes, its hinge, that it measures the
+true caption's and the swapped caption's errors on one shared z_t, that it is blind to a model
+that ignores the pairing, and that vdm-train logs it and resumes it exactly."""
+
+import json
+import math
+
+import pytest
+import torch
+from test_train import run_train, straight_and_resumed
+from test_unet import TINY as TINY_UNET
+
+from vdm_core.diffusion import model_denoiser
+from vdm_core.schedule import q_sample
+from vdm_core.swap_contrast import (
+    SWAP_LOGSNR_RANGE,
+    smooth_hinge,
+    swap_contrast_loss,
+    swap_logsnr,
+    swap_rows,
+)
+from vdm_core.train import TrainConfig, check_config
+
+CAPTIONS = [
+    "a magenta triangle moving down and right and a cyan square moving up and left",
+    "a yellow square moving left",
+    "a red circle moving left and a red square moving up",  # one colour: nothing to swap
+    "a red square moving down and left and a green square moving up",  # one shape
+    "a magenta square moving up and left and a red triangle moving up",
+]
+
+
+def test_swap_rows_take_two_objects_differing_in_colour_and_shape():
+    rows, swapped = swap_rows(CAPTIONS)
+    assert rows == [0, 4]
+    assert swapped == [
+        "a cyan triangle moving down and right and a magenta square moving up and left",
+        "a red square moving up and left and a magenta triangle moving up"]
+    assert swap_rows(["a yellow square moving left"]) == ([], [])
+
+
+def test_smooth_hinge_values_and_slope():
+    m = 0.003
+    rise = torch.tensor([-1.0, 0.0, 0.05], requires_grad=True)
+    value = smooth_hinge(rise, m)
+    assert value[0].item() == pytest.approx(1.0, rel=1e-6)  # far below: the loss is -rise
+    assert value[1].item() == pytest.approx(m * math.log(2), rel=1e-6)
+    assert value[2].item() < 1e-9  # a rise of many margins costs nothing
+    value.sum().backward()
+    expected = -torch.sigmoid(-rise.detach() / m)  # d/drise m softplus(-rise / m)
+    assert torch.allclose(rise.grad, expected)
+
+
+def test_swap_logsnr_is_seeded_and_in_its_band():
+    a = swap_logsnr(1000, torch.Generator().manual_seed(3))
+    b = swap_logsnr(1000, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    lo, hi = SWAP_LOGSNR_RANGE
+    assert lo <= a.min() and a.max() <= hi and a.max() - a.min() > 0.9 * (hi - lo)
+
+
+def text_states(seed: int, b: int, length: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, length, 384, generator=g), torch.ones(b, length, dtype=torch.bool)
+
+
+def test_both_captions_are_scored_on_one_shared_z_t(randomized_unet):
+    model = randomized_unet(TINY_UNET)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 4, 8, 8, generator=g) * 2 - 1  # (R, C, T, H, W)
+    states, mask = text_states(1, 2)
+    swapped, swapped_mask = text_states(2, 2)
+    with torch.no_grad():
+        loss, rise = swap_contrast_loss(model, x, states, mask, swapped, swapped_mask, 0.003,
+                                        "v", torch.Generator().manual_seed(7))
+    # the same draws, in the same order, written out: log-SNR, then one noise for both captions
+    g = torch.Generator().manual_seed(7)
+    logsnr = swap_logsnr(2, g)
+    z = q_sample(x, logsnr, torch.randn(x.shape, generator=g))
+
+    def error(s, m):
+        with torch.no_grad():
+            x_hat = model_denoiser(model, s, m, torch.full((2,), 4))(z, logsnr)
+        return (x_hat - x).pow(2).mean(dim=(1, 2, 3, 4))
+
+    expected = error(swapped, swapped_mask) - error(states, mask)
+    assert torch.allclose(rise, expected, atol=1e-6)
+    assert rise.abs().min() > 1e-6  # the captions differ, so do the errors
+    assert torch.allclose(loss, smooth_hinge(expected, 0.003), atol=1e-6)
+
+
+def term_gradient(model, x, states, mask, swapped, swapped_mask) -> tuple[float, torch.Tensor]:
+    """The largest |gradient| of the summed term over the model's parameters, and the rises."""
+    model.zero_grad()
+    loss, rise = swap_contrast_loss(model, x, states, mask, swapped, swapped_mask, 0.003, "v",
+                                    torch.Generator().manual_seed(7))
+    loss.sum().backward()
+    return max(p.grad.abs().max().item() for p in model.parameters() if p.grad is not None), rise
+
+
+def test_a_model_that_cannot_tell_the_captions_apart_gets_no_gradient(randomized_unet):
+    model = randomized_unet(TINY_UNET)
+    x = torch.rand(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    states, mask = text_states(1, 2)
+    same, rise = term_gradient(model, x, states, mask, states.clone(), mask.clone())
+    assert torch.equal(rise, torch.zeros(2))
+    different, _ = term_gradient(model, x, states, mask, *text_states(2, 2))
+    # d(e_true - e_swapped) cancels (to float rounding): the term is not a denoising loss
+    assert different > 1e-3 and same < 1e-5 * different
+    model.zero_grad()
+
+
+def test_swap_contrast_options_are_checked():
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="--swap-contrast"):
+            check_config(TrainConfig(swap_contrast=bad))
+    with pytest.raises(ValueError, match="--swap-margin"):
+        check_config(TrainConfig(swap_contrast=1.0, swap_margin=0.0))
+    with pytest.raises(ValueError, match="needs the procedural world"):
+        check_config(TrainConfig(swap_contrast=1.0, data="/some/videos", image_frames=0))
+
+
+def test_vdm_train_logs_the_term_and_resumes_it_exactly(tmp_path):
+    extra = ["--swap-contrast", "1", "--batch-size", "4", "--ckpt-every", "1"]
+    straight_and_resumed(tmp_path, 3, 2, extra)
+    log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").open()]
+    with_term = [r for r in log if "swap_rise" in r]
+    assert with_term and all(r["swap_loss"] > 0 for r in with_term)
+    assert all(math.isfinite(r["swap_rise"]) for r in with_term)
+    plain = run_train(tmp_path / "plain", 3, "--batch-size", "4", "--ckpt-every", "1")
+    assert plain.wait(timeout=300) == 0, plain.stdout.read()
+    plain_log = [json.loads(line) for line in (tmp_path / "plain" / "log.jsonl").open()]
+    assert len(plain_log) == 3 and not any("swap_rise" in r for r in plain_log)
