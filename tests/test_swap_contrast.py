@@ -1,25 +1,31 @@
-"""The swap-contrastive training term: which clips it takes, its hinge, that it measures the
-true caption's and the swapped caption's errors on one shared z_t, that it is blind to a model
-that ignores the pairing, and that vdm-train logs it and resumes it exactly."""
+"""The swap-contrastive training term: which clips it takes, the colour swap against a real
+re-render, its hinge, that it scores the 2 x 2 of (clip, colour-swapped clip) and (caption,
+swapped caption) on one shared eps, that it is blind to a model that ignores the caption, and that
+vdm-train logs it and resumes it exactly."""
 
+import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from test_train import run_train, straight_and_resumed
 from test_unet import TINY as TINY_UNET
 
+from vdm_core.data import Scene, render_clip, world_clip
 from vdm_core.diffusion import model_denoiser
 from vdm_core.schedule import q_sample
 from vdm_core.swap_contrast import (
     SWAP_LOGSNR_RANGE,
     smooth_hinge,
+    swap_colours,
     swap_contrast_loss,
     swap_logsnr,
     swap_rows,
 )
 from vdm_core.train import TrainConfig, check_config
+from vdm_core.video_io import frames_to_tensor
 
 CAPTIONS = [
     "a magenta triangle moving down and right and a cyan square moving up and left",
@@ -31,12 +37,41 @@ CAPTIONS = [
 
 
 def test_swap_rows_take_two_objects_differing_in_colour_and_shape():
-    rows, swapped = swap_rows(CAPTIONS)
+    rows, swapped, colours = swap_rows(CAPTIONS)
     assert rows == [0, 4]
+    assert colours == [("magenta", "cyan"), ("magenta", "red")]
     assert swapped == [
         "a cyan triangle moving down and right and a magenta square moving up and left",
         "a red square moving up and left and a magenta triangle moving up"]
-    assert swap_rows(["a yellow square moving left"]) == ([], [])
+    assert swap_rows(["a yellow square moving left"]) == ([], [], [])
+
+
+def two_object_clip() -> Scene:
+    """The first world clip of two objects of different colours whose shapes overlap in some
+    frame (so the swap is checked where one colour is blended over the other)."""
+    for seed in range(500):
+        clip = world_clip(seed, 48)
+        objects = clip.scene.objects
+        if len(objects) == 2 and objects[0].colour != objects[1].colour:
+            both = [np.abs(clip.frames.astype(int) - render_clip(
+                dataclasses.replace(clip.scene, objects=(o,)), 48)).sum(-1) > 0
+                for o in objects]  # (T, H, W) where the other object changed the pixel
+            if (both[0] & both[1]).any():
+                return clip
+    raise AssertionError("no overlapping two-object clip in 500 seeds")
+
+
+def test_swap_colours_matches_the_world_rendered_with_the_colours_exchanged():
+    clip = two_object_clip()
+    a, b = (o.colour for o in clip.scene.objects)
+    exchanged = dataclasses.replace(clip.scene, objects=tuple(
+        dataclasses.replace(o, colour=b if o.colour == a else a) for o in clip.scene.objects))
+    want = frames_to_tensor(render_clip(exchanged, 48))  # (C, T, H, W)
+    got = swap_colours(frames_to_tensor(clip.frames), a, b)
+    assert (got - want).abs().max() < 4 / 127.5  # the uint8 rounding of both renders
+    assert (frames_to_tensor(clip.frames) - want).abs().max() > 1.0  # the swap did change it
+    twice = swap_colours(swap_colours(frames_to_tensor(clip.frames), a, b), a, b)
+    assert torch.allclose(twice, frames_to_tensor(clip.frames), atol=2 / 127.5)  # projection
 
 
 def test_smooth_hinge_values_and_slope():
@@ -64,36 +99,40 @@ def text_states(seed: int, b: int, length: int = 5) -> tuple[torch.Tensor, torch
     return torch.randn(b, length, 384, generator=g), torch.ones(b, length, dtype=torch.bool)
 
 
-def test_both_captions_are_scored_on_one_shared_z_t(randomized_unet):
+def test_the_two_by_two_is_scored_on_one_shared_eps(randomized_unet):
     model = randomized_unet(TINY_UNET)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 4, 8, 8, generator=g) * 2 - 1  # (R, C, T, H, W)
+    x_swapped = torch.rand(2, 3, 4, 8, 8, generator=g) * 2 - 1
     states, mask = text_states(1, 2)
     swapped, swapped_mask = text_states(2, 2)
     with torch.no_grad():
-        loss, rise = swap_contrast_loss(model, x, states, mask, swapped, swapped_mask, 0.003,
-                                        "v", torch.Generator().manual_seed(7))
-    # the same draws, in the same order, written out: log-SNR, then one noise for both captions
+        loss, rise = swap_contrast_loss(model, x, x_swapped, states, mask, swapped, swapped_mask,
+                                        0.003, "v", torch.Generator().manual_seed(7))
+    # the same draws, in the same order, written out: log-SNR, then one eps for all four pairs
     g = torch.Generator().manual_seed(7)
     logsnr = swap_logsnr(2, g)
-    z = q_sample(x, logsnr, torch.randn(x.shape, generator=g))
+    eps = torch.randn(x.shape, generator=g)
 
-    def error(s, m):
+    def error(clip, s, m):
         with torch.no_grad():
-            x_hat = model_denoiser(model, s, m, torch.full((2,), 4))(z, logsnr)
-        return (x_hat - x).pow(2).mean(dim=(1, 2, 3, 4))
+            x_hat = model_denoiser(model, s, m, torch.full((2,), 4))(
+                q_sample(clip, logsnr, eps), logsnr)
+        return (x_hat - clip).pow(2).mean(dim=(1, 2, 3, 4))
 
-    expected = error(swapped, swapped_mask) - error(states, mask)
-    assert torch.allclose(rise, expected, atol=1e-6)
-    assert rise.abs().min() > 1e-6  # the captions differ, so do the errors
-    assert torch.allclose(loss, smooth_hinge(expected, 0.003), atol=1e-6)
+    rise_x = error(x, swapped, swapped_mask) - error(x, states, mask)
+    rise_x_swapped = error(x_swapped, states, mask) - error(x_swapped, swapped, swapped_mask)
+    assert torch.allclose(rise, 0.5 * (rise_x + rise_x_swapped), atol=1e-6)
+    assert rise_x.abs().min() > 1e-6 and rise_x_swapped.abs().min() > 1e-6
+    expected = smooth_hinge(rise_x, 0.003) + smooth_hinge(rise_x_swapped, 0.003)
+    assert torch.allclose(loss, expected, atol=1e-6)
 
 
 def term_gradient(model, x, states, mask, swapped, swapped_mask) -> tuple[float, torch.Tensor]:
     """The largest |gradient| of the summed term over the model's parameters, and the rises."""
     model.zero_grad()
-    loss, rise = swap_contrast_loss(model, x, states, mask, swapped, swapped_mask, 0.003, "v",
-                                    torch.Generator().manual_seed(7))
+    loss, rise = swap_contrast_loss(model, x, x.flip(0), states, mask, swapped, swapped_mask,
+                                    0.003, "v", torch.Generator().manual_seed(7))
     loss.sum().backward()
     return max(p.grad.abs().max().item() for p in model.parameters() if p.grad is not None), rise
 

@@ -4,23 +4,30 @@ Two-object samples fail their captions mostly by swapping the colours between th
 the denoising loss pays almost nothing for the pairing: with the colours swapped in the caption,
 the shipped model's error ||x_hat - x||^2 rises by 0.0017 per pixel at log-SNR -6 and by nothing
 above -3 (docs/recipe.md, "How much the loss rewards binding"). This term asks for that rise
-directly. For each training clip of two objects that differ in colour and shape, at one
-heavy-noise level and one noise draw shared by both captions, with e the mean per-pixel error
-of the video frames:
+directly, in a paired design in which only the pairing can pay.
 
-    L_swap = m softplus((e_true - e_swapped) / m)
+For a world clip x of two objects that differ in colour and shape, with caption c, let x' be
+the same clip with the two colours exchanged (`swap_colours`, exact for the world's flat-colour
+rendering) and s its caption (c with the colours exchanged). At one heavy-noise log-SNR and one
+noise draw eps, z = alpha x + sigma eps and z' = alpha x' + sigma eps, and with e(z, c; x) the
+mean per-pixel error of the video frames:
 
-a smooth hinge of width m on the rise e_swapped - e_true: about e_true - e_swapped while the
-swapped caption denoises as well as the true one, and vanishing once the rise is a few m. Its
-gradient lowers the true caption's error and raises the swapped caption's, at the same z_t.
-The swapped caption is a real caption of other training clips, where the denoising loss keeps it
-accurate, so the model can raise its error here only by reading which colour the caption gives
-to which shape and which blob in z_t has that shape.
+    rise  = e(z, s; x) - e(z, c; x)        rise' = e(z', c; x') - e(z', s; x')
+    L_swap = m softplus(-rise / m) + m softplus(-rise' / m)
+
+a smooth hinge of width m on each rise. The design is a 2 x 2 of clip and caption: an output
+that depends on the caption alone, or on z alone, moves rise and rise' in opposite directions or
+not at all, and the hinge is convex, so only an output that depends on both together (which blob
+in z_t carries which colour, against which shape the caption gives it) lowers the term. The
+first version of this term (without x') was won the cheap way: a larger caption-dependent
+difference between the two outputs raises ||x_hat_s - x||^2 whatever its direction, and 250
+steps of it made the heavy-noise error worse and the binding weaker (docs/recipe.md).
 """
 
 import torch
 import torch.nn.functional as F
 
+from .data import BACKGROUND, PALETTE
 from .detect import caption_objects
 from .diffusion import frameskip_kwargs, x_hat_from_output
 from .metrics import swapped_caption
@@ -29,16 +36,18 @@ from .schedule import q_sample
 SWAP_LOGSNR_RANGE = (-8.0, -4.0)  # where samplers decide the layout and the caption is worth most
 
 
-def swap_rows(captions: list[str]) -> tuple[list[int], list[str]]:
-    """The rows whose caption names two objects that differ in colour and shape, and each such
-    caption with its colours exchanged between the shapes."""
-    rows, swapped = [], []
+def swap_rows(captions: list[str]) -> tuple[list[int], list[str], list[tuple[str, str]]]:
+    """The rows whose caption names two objects that differ in colour and shape, each such
+    caption with its colours exchanged between the shapes, and its two colours in caption
+    order."""
+    rows, swapped, colours = [], [], []
     for i, text in enumerate(captions):
         objects = caption_objects(text)
         if len(objects) == 2 and len(set(objects[0]) & set(objects[1])) == 0:
             rows.append(i)
             swapped.append(swapped_caption(text))
-    return rows, swapped
+            colours.append((objects[0][0], objects[1][0]))
+    return rows, swapped, colours
 
 
 def swap_logsnr(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -52,28 +61,53 @@ def smooth_hinge(rise: torch.Tensor, margin: float) -> torch.Tensor:
     return margin * F.softplus(-rise / margin)
 
 
-def swap_contrast_loss(model, x: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
-                       swapped_states: torch.Tensor, swapped_mask: torch.Tensor, margin: float,
-                       parameterization: str, generator: torch.Generator | None = None,
-                       frameskip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L_swap, rise) per clip, both (R,), for R video clips x (R, C, T, H, W) with their true
-    captions' token states (R, L, D) / mask (R, L) and the swapped captions' (same L);
-    parameterization is the model's ("eps" or "v").
+def swap_colours(x: torch.Tensor, colour_a: str, colour_b: str) -> torch.Tensor:
+    """World clips x (..., C, T, H, W) in [-1, 1] showing objects of colours a and b, with the
+    two colours exchanged.
 
-    Both captions see the same z_t = alpha x + sigma eps, at a log-SNR drawn from
-    SWAP_LOGSNR_RANGE; the two halves run as one batch of 2R rows.
+    `data.render_at` blends each object over what is below by its coverage, so every pixel is
+    BACKGROUND + p (A - BACKGROUND) + q (B - BACKGROUND) for some p, q (overlaps included). The
+    swap solves each pixel for (p, q) by least squares and returns BACKGROUND + p (B - BACKGROUND)
+    + q (A - BACKGROUND): one 3 x 3 linear map about the background colour (exact up to the
+    uint8 rounding of the frames).
+    """
+    def to_unit(rgb) -> torch.Tensor:
+        return torch.tensor(rgb, dtype=torch.float64) / 127.5 - 1.0  # (3,)
+
+    bg = to_unit(BACKGROUND)
+    m = torch.stack([to_unit(PALETTE[colour_a]) - bg, to_unit(PALETTE[colour_b]) - bg], dim=1)
+    swap = (m.flip(1) @ torch.linalg.pinv(m)).to(x.dtype)  # (3, 3)
+    bg = bg.to(x.dtype).view(3, 1, 1, 1)
+    return bg + torch.einsum("ij,...jthw->...ithw", swap, x - bg)
+
+
+def swap_contrast_loss(model, x: torch.Tensor, x_swapped: torch.Tensor, states: torch.Tensor,
+                       mask: torch.Tensor, swapped_states: torch.Tensor,
+                       swapped_mask: torch.Tensor, margin: float, parameterization: str,
+                       generator: torch.Generator | None = None,
+                       frameskip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_swap, mean of rise and rise') per clip, both (R,), for R video clips x (R, C, T, H,
+    W), the same clips with their colours exchanged x_swapped, the true captions' token states
+    (R, L, D) / mask (R, L) and the swapped captions' (same L); parameterization is the model's
+    ("eps" or "v").
+
+    One log-SNR from SWAP_LOGSNR_RANGE and one eps per clip serve all four (clip, caption)
+    pairs, which run as one batch of 4R rows: (z, c), (z, s), (z', s), (z', c).
     """
     r = x.shape[0]
     logsnr = swap_logsnr(r, generator).to(x.device)
     eps = torch.randn(x.shape, generator=generator).to(x.device)
-    z = q_sample(x, logsnr, eps)  # (R, C, T, H, W)
-    z2, logsnr2 = torch.cat([z, z]), torch.cat([logsnr, logsnr])
-    n_video = torch.full((2 * r,), x.shape[2], dtype=torch.long, device=x.device)
-    skip = None if frameskip is None else torch.cat([frameskip, frameskip])
-    output = model(z2, logsnr2, torch.cat([states, swapped_states]),
-                   torch.cat([mask, swapped_mask]), n_video,
-                   **frameskip_kwargs(skip, 2 * r)).float()
-    x_hat = x_hat_from_output(output, z2.float(), logsnr2.float(), parameterization)
-    error = (x_hat - torch.cat([x, x]).float()).pow(2).mean(dim=(1, 2, 3, 4))  # (2R,)
-    rise = error[r:] - error[:r]  # (R,)
-    return smooth_hinge(rise, margin), rise.detach()
+    z, z_swapped = q_sample(x, logsnr, eps), q_sample(x_swapped, logsnr, eps)  # (R, C, T, H, W)
+    z4 = torch.cat([z, z, z_swapped, z_swapped])  # (4R, C, T, H, W)
+    logsnr4 = logsnr.repeat(4)
+    n_video = torch.full((4 * r,), x.shape[2], dtype=torch.long, device=x.device)
+    skip = None if frameskip is None else frameskip.repeat(4)
+    output = model(z4, logsnr4, torch.cat([states, swapped_states, swapped_states, states]),
+                   torch.cat([mask, swapped_mask, swapped_mask, mask]), n_video,
+                   **frameskip_kwargs(skip, 4 * r)).float()
+    x_hat = x_hat_from_output(output, z4.float(), logsnr4.float(), parameterization)
+    target = torch.cat([x, x, x_swapped, x_swapped]).float()
+    error = (x_hat - target).pow(2).mean(dim=(1, 2, 3, 4)).view(4, r)  # (4, R)
+    rise, rise_swapped = error[1] - error[0], error[3] - error[2]  # (R,), (R,)
+    loss = smooth_hinge(rise, margin) + smooth_hinge(rise_swapped, margin)
+    return loss, (0.5 * (rise + rise_swapped)).detach()

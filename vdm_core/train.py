@@ -15,10 +15,10 @@ the motion at their first frame; `--frameskip-conditioning` gives the U-Net the 
 input (added zero-initialised to --init-from's weights; so do `--temporal-resolutions`,
 `--spacetime-resolutions` and `--cross-attention-resolutions` add attention), `--added-lr-mult
 K` trains the layers so added at K times --lr and `--freeze-init` trains them alone.
-`--swap-contrast W` adds W times a term that pays for which colour goes with which shape (the
-error with the colours swapped between the shapes must exceed the true caption's; see
-swap_contrast.py). `--break-time-symmetry S` adds a random odd part of scale S to the temporal
-attention biases at the start of a run. `--export-only` re-exports the EMA weights of
+`--swap-contrast W` adds W times a term that pays for which colour goes with which shape (a clip
+and its colour-swapped twin must each denoise better with their own caption than with the
+other's; swap_contrast.py). `--break-time-symmetry S` adds a random odd part of scale S to the
+temporal attention biases at the start of a run. `--export-only` re-exports the EMA weights of
 --out-dir's checkpoint to --export-dir.
 """
 
@@ -55,7 +55,7 @@ from .records import (
     truncate_log,
     write_earlier_log,
 )
-from .swap_contrast import swap_contrast_loss, swap_rows
+from .swap_contrast import swap_colours, swap_contrast_loss, swap_rows
 from .text import get_text_encoder
 from .train_data import encoded_batches, make_stream, parse_frameskips
 from .unet3d import UNet3D, UNetConfig
@@ -270,18 +270,20 @@ def build_run(cfg: TrainConfig, model_cfg: UNetConfig, device: torch.device, ran
 def swap_term(run: Run, net: torch.nn.Module, batch, device: torch.device):
     """The swap-contrastive term on the batch's clips of two objects that differ in colour and
     shape: (L_swap (R,), rise (R,)) from `swap_contrast_loss`, or None when there are none."""
-    rows, swapped = swap_rows(batch.captions)
+    rows, swapped, colours = swap_rows(batch.captions)
     if not rows:
         return None
     r = len(rows)
     states, mask = get_text_encoder().encode([batch.captions[i] for i in rows] + swapped)
     states, mask = states.to(device), mask.to(device)  # (2R, L, 384), (2R, L)
-    x = batch.video[rows, :, :batch.num_video_frames].to(device)  # (R, C, T, H, W)
+    x = batch.video[rows, :, :batch.num_video_frames]  # (R, C, T, H, W)
+    x_swapped = torch.stack([swap_colours(clip, *pair)
+                             for clip, pair in zip(x, colours, strict=True)])
     skip = batch.frameskip[rows] if run.model_cfg.frameskip_conditioning else None
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.cfg.bf16):
-        return swap_contrast_loss(net, x, states[:r], mask[:r], states[r:], mask[r:],
-                                  run.cfg.swap_margin, run.model_cfg.parameterization,
-                                  run.generator, skip)
+        return swap_contrast_loss(net, x.to(device), x_swapped.to(device), states[:r],
+                                  mask[:r], states[r:], mask[r:], run.cfg.swap_margin,
+                                  run.model_cfg.parameterization, run.generator, skip)
 
 
 def train_step(run: Run, net: torch.nn.Module, batch, states: torch.Tensor, mask: torch.Tensor,
