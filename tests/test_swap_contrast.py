@@ -18,6 +18,7 @@ from vdm_core.diffusion import model_denoiser
 from vdm_core.schedule import q_sample
 from vdm_core.swap_contrast import (
     SWAP_LOGSNR_RANGE,
+    parse_logsnr_range,
     smooth_hinge,
     swap_colours,
     swap_contrast_loss,
@@ -92,6 +93,8 @@ def test_swap_logsnr_is_seeded_and_in_its_band():
     assert torch.equal(a, b)
     lo, hi = SWAP_LOGSNR_RANGE
     assert lo <= a.min() and a.max() <= hi and a.max() - a.min() > 0.9 * (hi - lo)
+    c = swap_logsnr(1000, torch.Generator().manual_seed(3), (-4.0, 0.0))
+    assert torch.allclose(c, (a - lo) / (hi - lo) * 4.0 - 4.0, atol=1e-5)  # the same draws
 
 
 def text_states(seed: int, b: int, length: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,6 +158,10 @@ def test_swap_contrast_options_are_checked():
             check_config(TrainConfig(swap_contrast=bad))
     with pytest.raises(ValueError, match="--swap-margin"):
         check_config(TrainConfig(swap_contrast=1.0, swap_margin=0.0))
+    for band in ("-4", "0,-4", "-8,nan", "low,high"):
+        with pytest.raises(ValueError, match="--swap-logsnr must be two log-SNRs"):
+            check_config(TrainConfig(swap_contrast=1.0, swap_logsnr=band))
+    assert parse_logsnr_range(" -4, 0") == (-4.0, 0.0)
     with pytest.raises(ValueError, match="needs the procedural world"):
         check_config(TrainConfig(swap_contrast=1.0, data="/some/videos", image_frames=0))
 

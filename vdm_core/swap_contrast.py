@@ -24,6 +24,8 @@ difference between the two outputs raises ||x_hat_s - x||^2 whatever its directi
 steps of it made the heavy-noise error worse and the binding weaker (docs/recipe.md).
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -33,7 +35,7 @@ from .diffusion import frameskip_kwargs, x_hat_from_output
 from .metrics import swapped_caption
 from .schedule import q_sample
 
-SWAP_LOGSNR_RANGE = (-8.0, -4.0)  # where samplers decide the layout and the caption is worth most
+SWAP_LOGSNR_RANGE = (-8.0, -4.0)  # the default band: where the caption is worth most
 
 
 def swap_rows(captions: list[str]) -> tuple[list[int], list[str], list[tuple[str, str]]]:
@@ -50,9 +52,21 @@ def swap_rows(captions: list[str]) -> tuple[list[int], list[str], list[tuple[str
     return rows, swapped, colours
 
 
-def swap_logsnr(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """n log-SNRs uniform in SWAP_LOGSNR_RANGE.  # (n,)"""
-    lo, hi = SWAP_LOGSNR_RANGE
+def parse_logsnr_range(text: str) -> tuple[float, float]:
+    """--swap-logsnr "-8,-4" -> (-8.0, -4.0): a band of two finite log-SNRs, low first."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"--swap-logsnr must be two log-SNRs, low first, like -8,-4; got {text!r}")
+    return lo, hi
+
+
+def swap_logsnr(n: int, generator: torch.Generator | None = None,
+                logsnr_range: tuple[float, float] = SWAP_LOGSNR_RANGE) -> torch.Tensor:
+    """n log-SNRs uniform in logsnr_range.  # (n,)"""
+    lo, hi = logsnr_range
     return lo + (hi - lo) * torch.rand(n, generator=generator)
 
 
@@ -85,17 +99,19 @@ def swap_contrast_loss(model, x: torch.Tensor, x_swapped: torch.Tensor, states: 
                        mask: torch.Tensor, swapped_states: torch.Tensor,
                        swapped_mask: torch.Tensor, margin: float, parameterization: str,
                        generator: torch.Generator | None = None,
-                       frameskip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       frameskip: torch.Tensor | None = None,
+                       logsnr_range: tuple[float, float] = SWAP_LOGSNR_RANGE,
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_swap, mean of rise and rise') per clip, both (R,), for R video clips x (R, C, T, H,
     W), the same clips with their colours exchanged x_swapped, the true captions' token states
     (R, L, D) / mask (R, L) and the swapped captions' (same L); parameterization is the model's
     ("eps" or "v").
 
-    One log-SNR from SWAP_LOGSNR_RANGE and one eps per clip serve all four (clip, caption)
+    One log-SNR from logsnr_range and one eps per clip serve all four (clip, caption)
     pairs, which run as one batch of 4R rows: (z, c), (z, s), (z', s), (z', c).
     """
     r = x.shape[0]
-    logsnr = swap_logsnr(r, generator).to(x.device)
+    logsnr = swap_logsnr(r, generator, logsnr_range).to(x.device)
     eps = torch.randn(x.shape, generator=generator).to(x.device)
     z, z_swapped = q_sample(x, logsnr, eps), q_sample(x_swapped, logsnr, eps)  # (R, C, T, H, W)
     z4 = torch.cat([z, z, z_swapped, z_swapped])  # (4R, C, T, H, W)

@@ -55,7 +55,7 @@ from .records import (
     truncate_log,
     write_earlier_log,
 )
-from .swap_contrast import swap_colours, swap_contrast_loss, swap_rows
+from .swap_contrast import parse_logsnr_range, swap_colours, swap_contrast_loss, swap_rows
 from .text import get_text_encoder
 from .train_data import encoded_batches, make_stream, parse_frameskips
 from .unet3d import UNet3D, UNetConfig
@@ -75,6 +75,7 @@ class TrainConfig:
     heavy_noise_share: float = 0.0  # extra share of noise levels drawn below log-SNR -4.5
     swap_contrast: float = 0.0  # weight of the swap-contrastive term (swap_contrast.py); 0: off
     swap_margin: float = 0.003  # its hinge width m, in per-pixel ||x_hat - x||^2
+    swap_logsnr: str = "-8,-4"  # its band of log-SNRs, low first
     break_time_symmetry: float = 0.0  # scale of a random odd part added to temporal biases
     warmup_steps: int = 200
     weight_decay: float = 0.0
@@ -182,6 +183,7 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.swap_contrast and cfg.data != "world":
         raise ValueError("--swap-contrast needs the procedural world's captions (two objects "
                          "of named colours and shapes); use it with --data world")
+    parse_logsnr_range(cfg.swap_logsnr)
     for name in ("lr", "added_lr_mult", "text_pool_lr_mult", "swap_margin"):
         if not math.isfinite(value := getattr(cfg, name)) or value <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
@@ -283,7 +285,8 @@ def swap_term(run: Run, net: torch.nn.Module, batch, device: torch.device):
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.cfg.bf16):
         return swap_contrast_loss(net, x.to(device), x_swapped.to(device), states[:r],
                                   mask[:r], states[r:], mask[r:], run.cfg.swap_margin,
-                                  run.model_cfg.parameterization, run.generator, skip)
+                                  run.model_cfg.parameterization, run.generator, skip,
+                                  parse_logsnr_range(run.cfg.swap_logsnr))
 
 
 def train_step(run: Run, net: torch.nn.Module, batch, states: torch.Tensor, mask: torch.Tensor,
