@@ -8,7 +8,7 @@ directly, in a paired design in which only the pairing can pay.
 
 For a world clip x of two objects that differ in colour and shape, with caption c, let x' be
 the same clip with the two colours exchanged (`swap_colours`, exact for the world's flat-colour
-rendering) and s its caption (c with the colours exchanged). At one heavy-noise log-SNR and one
+rendering) and s its caption (c with the colours exchanged). At one log-SNR from the band and one
 noise draw eps, z = alpha x + sigma eps and z' = alpha x' + sigma eps, and with e(z, c; x) the
 mean per-pixel error of the video frames:
 
@@ -21,7 +21,9 @@ not at all, and the hinge is convex, so only an output that depends on both toge
 in z_t carries which colour, against which shape the caption gives it) lowers the term. The
 first version of this term (without x') was won the cheap way: a larger caption-dependent
 difference between the two outputs raises ||x_hat_s - x||^2 whatever its direction, and 250
-steps of it made the heavy-noise error worse and the binding weaker (docs/recipe.md).
+steps of it made the heavy-noise error worse and the binding weaker (docs/recipe.md). The band
+is -4 to 0, where the shapes form: at -8 to -4, z and z' differ by far less than the noise, and
+the term taught nothing there (docs/recipe.md, "A loss that pays for the binding").
 """
 
 import math
@@ -35,7 +37,7 @@ from .diffusion import frameskip_kwargs, x_hat_from_output
 from .metrics import swapped_caption
 from .schedule import q_sample
 
-SWAP_LOGSNR_RANGE = (-8.0, -4.0)  # the default band: where the caption is worth most
+SWAP_LOGSNR_RANGE = (-4.0, 0.0)  # the default band: where the shapes form (docs/recipe.md)
 
 
 def swap_rows(captions: list[str]) -> tuple[list[int], list[str], list[tuple[str, str]]]:

@@ -75,7 +75,7 @@ class TrainConfig:
     heavy_noise_share: float = 0.0  # extra share of noise levels drawn below log-SNR -4.5
     swap_contrast: float = 0.0  # weight of the swap-contrastive term (swap_contrast.py); 0: off
     swap_margin: float = 0.003  # its hinge width m, in per-pixel ||x_hat - x||^2
-    swap_logsnr: str = "-8,-4"  # its band of log-SNRs, low first
+    swap_logsnr: str = "-4,0"  # its band of log-SNRs, low first
     break_time_symmetry: float = 0.0  # scale of a random odd part added to temporal biases
     warmup_steps: int = 200
     weight_decay: float = 0.0
