@@ -152,7 +152,7 @@ def test_a_model_that_cannot_tell_the_captions_apart_gets_no_gradient(randomized
     model.zero_grad()
 
 
-def test_swap_contrast_options_are_checked():
+def test_swap_contrast_options_are_checked(monkeypatch):
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="--swap-contrast"):
             check_config(TrainConfig(swap_contrast=bad))
@@ -162,6 +162,11 @@ def test_swap_contrast_options_are_checked():
         with pytest.raises(ValueError, match="--swap-logsnr must be two log-SNRs"):
             check_config(TrainConfig(swap_contrast=1.0, swap_logsnr=band))
     assert parse_logsnr_range(" -4, 0") == (-4.0, 0.0)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it
+    with pytest.raises(ValueError, match="runs in one process"):
+        check_config(TrainConfig(swap_contrast=1.0))
+    check_config(TrainConfig())  # the term off: data-parallel training is fine
+    monkeypatch.delenv("WORLD_SIZE")
     with pytest.raises(ValueError, match="needs the procedural world"):
         check_config(TrainConfig(swap_contrast=1.0, data="/some/videos", image_frames=0))
 

@@ -183,6 +183,9 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.swap_contrast and cfg.data != "world":
         raise ValueError("--swap-contrast needs the procedural world's captions (two objects "
                          "of named colours and shapes); use it with --data world")
+    if cfg.swap_contrast and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--swap-contrast runs in one process: its clips differ per rank, which "
+                         "data-parallel gradient sync cannot match; train without torchrun")
     parse_logsnr_range(cfg.swap_logsnr)
     for name in ("lr", "added_lr_mult", "text_pool_lr_mult", "swap_margin"):
         if not math.isfinite(value := getattr(cfg, name)) or value <= 0:
