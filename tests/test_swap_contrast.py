@@ -13,7 +13,7 @@ import torch
 from test_train import run_train, straight_and_resumed
 from test_unet import TINY as TINY_UNET
 
-from vdm_core.data import Scene, render_clip, world_clip
+from vdm_core.data import Clip, render_clip, world_clip
 from vdm_core.diffusion import model_denoiser
 from vdm_core.schedule import q_sample
 from vdm_core.swap_contrast import (
@@ -47,7 +47,7 @@ def test_swap_rows_take_two_objects_differing_in_colour_and_shape():
     assert swap_rows(["a yellow square moving left"]) == ([], [], [])
 
 
-def two_object_clip() -> Scene:
+def two_object_clip() -> Clip:
     """The first world clip of two objects of different colours whose shapes overlap in some
     frame (so the swap is checked where one colour is blended over the other)."""
     for seed in range(500):
