@@ -67,8 +67,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.every < 1:
         parser.error(f"--every must be a positive number of steps, not {args.every}")
-    logs = {display_path(Path(r).expanduser()): run_log(Path(r).expanduser())
-            for r in args.runs}
+    runs = [Path(r).expanduser() for r in args.runs]
+    logs = {display_path(run): run_log(run) for run in runs}
     table = curve_table(logs, args.field or ["loss"], args.every)
     section = (f"## {args.title}\n\n`{command_line('scripts/log_curve.py', argv)}`: the mean of "
                f"each field over the log lines of each block of {args.every} steps.\n\n{table}\n")

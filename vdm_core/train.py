@@ -166,6 +166,11 @@ class Run:
         return self.out / LOG_NAME
 
 
+def world_size() -> int:
+    """The number of processes training together: torchrun sets WORLD_SIZE; 1 without it."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def check_config(cfg: TrainConfig) -> None:
     """Refuse option combinations that cannot train, before any work starts."""
     if cfg.weighting not in WEIGHTINGS:
@@ -183,7 +188,7 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.swap_contrast and cfg.data != "world":
         raise ValueError("--swap-contrast needs the procedural world's captions (two objects "
                          "of named colours and shapes); use it with --data world")
-    if cfg.swap_contrast and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if cfg.swap_contrast and world_size() > 1:
         raise ValueError("--swap-contrast runs in one process: its clips differ per rank, which "
                          "data-parallel gradient sync cannot match; train without torchrun")
     parse_logsnr_range(cfg.swap_logsnr)
@@ -201,7 +206,7 @@ def setup_device(cfg: TrainConfig) -> tuple[torch.device, int, bool]:
     returns (device, rank, distributed)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if world_size() <= 1:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu"), 0, False
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend)
